@@ -1,0 +1,3 @@
+"""SS-Net reproduction pipeline: library code behind the Snakemake workflow."""
+
+__version__ = "0.1.0"
