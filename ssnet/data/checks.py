@@ -1,0 +1,182 @@
+"""Input checks for the raw datasets and the preprocessed files.
+
+Every check raises :class:`ssnet.errors.DataError` with one message that names the offending
+file or case, so the person running the pipeline can fix the input without a traceback.
+The preprocessing entry points run all of these checks before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ssnet.errors import DataError
+
+LA_LABEL_VALUES = (0, 255)
+ACDC_LABEL_VALUES = (0, 1, 2, 3)
+INFO_CFG_INT_KEYS = ("ED", "ES")
+
+
+# --------------------------------------------------------------------------- files
+def require_file(path: str | os.PathLike, what: str = "file", case: str | None = None) -> Path:
+    """Raise DataError when ``path`` is not an existing regular file."""
+    path = Path(path)
+    if not path.is_file():
+        where = f" for case {case}" if case else ""
+        raise DataError(f"missing {what}{where}: {path}")
+    return path
+
+
+def require_cases(root: str | os.PathLike, case_ids: Sequence[str], what: str = "case folder") -> None:
+    """Raise one DataError listing every listed case whose folder is absent under ``root``."""
+    root = Path(root)
+    missing = [c for c in case_ids if not (root / c).is_dir()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} listed case(s) missing under {root} ({what}): " + ", ".join(missing)
+        )
+
+
+def read_image(path: str | os.PathLike, dimension: int = 3):
+    """Read a medical image with SimpleITK, wrapping every reader error into a DataError.
+
+    Returns ``(array, spacing_xyz, size_xyz)`` with the SimpleITK array order (z, y, x).
+    """
+    import SimpleITK as sitk
+
+    path = require_file(path)
+    try:
+        image = sitk.ReadImage(str(path))
+        array = sitk.GetArrayFromImage(image)
+    except Exception as exc:  # SimpleITK raises RuntimeError with a long ITK trace
+        first = str(exc).strip().splitlines()
+        reason = next((ln.strip() for ln in first if "rror" in ln or "ead" in ln), first[0] if first else "")
+        raise DataError(f"unreadable or truncated image file {path}: {reason[:300]}") from None
+    if image.GetDimension() != dimension:
+        raise DataError(f"{path}: expected a {dimension}D image, got {image.GetDimension()}D")
+    return array, tuple(float(s) for s in image.GetSpacing()), tuple(int(s) for s in image.GetSize())
+
+
+def read_h5(path: str | os.PathLike, keys: Iterable[str] = ("image", "label")) -> dict[str, np.ndarray]:
+    """Read datasets from an h5 file, naming the file in any error (missing, unreadable, key absent)."""
+    import h5py
+
+    path = require_file(path, "h5 file")
+    out: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(path, "r") as handle:
+            for key in keys:
+                if key not in handle:
+                    raise DataError(f"{path}: dataset '{key}' missing (has {sorted(handle.keys())})")
+                out[key] = handle[key][()]
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"unreadable or truncated h5 file {path}: {exc}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- arrays
+def check_same_geometry(image_path, label_path, image_shape, label_shape,
+                        image_spacing=None, label_spacing=None) -> None:
+    """Image and label must have the same shape (and spacing, when given)."""
+    if tuple(image_shape) != tuple(label_shape):
+        raise DataError(
+            f"shape mismatch: image {image_path} has shape {tuple(image_shape)} but label "
+            f"{label_path} has shape {tuple(label_shape)}"
+        )
+    if image_spacing is not None and label_spacing is not None:
+        if not np.allclose(image_spacing, label_spacing, rtol=1e-4, atol=1e-5):
+            raise DataError(
+                f"geometry mismatch: image {image_path} has spacing {tuple(image_spacing)} but label "
+                f"{label_path} has spacing {tuple(label_spacing)}"
+            )
+
+
+def check_label_values(label: np.ndarray, allowed: Sequence[int], path) -> np.ndarray:
+    """Label values must lie in ``allowed`` and the label must not be empty. Returns the unique values."""
+    values = np.unique(label)
+    bad = [v for v in values.tolist() if v not in set(allowed)]
+    if bad:
+        shown = ", ".join(str(v) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DataError(f"label file {path} has values outside {{{', '.join(map(str, allowed))}}}: {shown}")
+    if not np.any(values != 0):
+        raise DataError(f"label file {path} is empty (no foreground voxel)")
+    return values
+
+
+def check_image_values(image: np.ndarray, path) -> None:
+    """The image must be finite and not constant."""
+    if image.size == 0:
+        raise DataError(f"image file {path} is empty (size 0)")
+    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
+        raise DataError(f"image file {path} contains NaN or infinite values")
+    if image.min() == image.max():
+        raise DataError(f"image file {path} is constant (value {image.min()}); cannot normalise it")
+
+
+# --------------------------------------------------------------------------- ACDC metadata
+def parse_info_cfg(path: str | os.PathLike) -> dict[str, str | int]:
+    """Parse an ACDC ``Info.cfg`` (``KEY: value`` lines); ED and ES must be positive integers."""
+    path = require_file(path, "Info.cfg")
+    info: dict[str, str | int] = {}
+    try:
+        text = path.read_text()
+    except Exception as exc:
+        raise DataError(f"unreadable Info.cfg {path}: {exc}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if ":" not in line:
+            raise DataError(f"malformed Info.cfg {path}: line {n} is not 'KEY: value': {line!r}")
+        key, value = line.split(":", 1)
+        info[key.strip()] = value.strip()
+    for key in INFO_CFG_INT_KEYS:
+        if key not in info:
+            raise DataError(f"malformed Info.cfg {path}: key '{key}' missing")
+        try:
+            info[key] = int(float(str(info[key])))
+        except ValueError:
+            raise DataError(f"malformed Info.cfg {path}: {key} is not an integer: {info[key]!r}") from None
+        if info[key] < 1:
+            raise DataError(f"malformed Info.cfg {path}: {key} must be >= 1, got {info[key]}")
+    if "NbFrame" in info:
+        try:
+            nb = int(float(str(info["NbFrame"])))
+        except ValueError:
+            raise DataError(f"malformed Info.cfg {path}: NbFrame is not an integer") from None
+        for key in INFO_CFG_INT_KEYS:
+            if info[key] > nb:
+                raise DataError(f"malformed Info.cfg {path}: {key}={info[key]} exceeds NbFrame={nb}")
+    return info
+
+
+# --------------------------------------------------------------------------- splits
+def check_splits_disjoint(splits: Mapping[str, Sequence[str]],
+                          ignore: Sequence[str] = ("train_slices", "all_slices")) -> None:
+    """Split lists must not share entries; ACDC volume lists must not share patients either."""
+    names = [k for k in splits if k not in ignore]
+    for key in names:
+        dup = sorted(x for x, c in Counter(splits[key]).items() if c > 1)
+        if dup:
+            raise DataError(f"split list '{key}' has duplicate entries: {', '.join(dup[:20])}")
+    pat = re.compile(r"^(patient\d+)_frame\d+$")
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            common = sorted(set(splits[a]) & set(splits[b]))
+            if common:
+                raise DataError(
+                    f"split lists '{a}' and '{b}' overlap ({len(common)}): {', '.join(common[:20])}"
+                )
+            pa = {m.group(1) for x in splits[a] if (m := pat.match(x))}
+            pb = {m.group(1) for x in splits[b] if (m := pat.match(x))}
+            shared = sorted(pa & pb)
+            if shared:
+                raise DataError(
+                    f"split lists '{a}' and '{b}' share patients ({len(shared)}): {', '.join(shared[:20])}"
+                )

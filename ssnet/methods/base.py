@@ -1,0 +1,147 @@
+"""The method interface: what a segmentation method supplies to the one training engine.
+
+A method is an ``nn.Module`` that owns its networks (so ``state_dict``/``to(device)`` cover them),
+declares its hyper-parameters as a dataclass (each field a config key), computes the loss of one
+training step, and names the network used at test time. The engine owns everything else:
+iterations, LR schedule, sampling, validation, checkpoints, resume, logging.
+
+Adding a method = one file in ``ssnet/methods/`` with a ``@register_method("name")`` class, plus a
+config block ``methods.<name>: {type: name, params: {LA: {...}, ACDC: {...}}}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from ssnet.errors import ConfigError
+from ssnet.networks import build_network
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register_method(name: str):
+    """Class decorator: make a method available to the config as ``type: <name>``."""
+
+    def decorate(cls: type["Method"]) -> type["Method"]:
+        cls.type_name = name
+        METHODS[name] = cls
+        return cls
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a method needs to know about the data: name, spatial dims (2 or 3), classes, channels."""
+
+    name: str
+    dim: int
+    n_classes: int
+    in_channels: int = 1
+
+
+@dataclass
+class Batch:
+    """One training batch, labelled samples first.
+
+    image: (B_l + B_u, C, *S) float; label: (B_l, *S) long - unlabelled labels never reach a method.
+    """
+
+    image: torch.Tensor
+    label: torch.Tensor
+
+    @property
+    def n_labelled(self) -> int:
+        return self.label.shape[0]
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.image.to(device, non_blocking=True), self.label.to(device, non_blocking=True))
+
+
+@dataclass
+class StepContext:
+    """Where training stands: 0-based ``iteration`` out of ``max_iterations``."""
+
+    iteration: int
+    max_iterations: int
+
+
+@dataclass
+class StepOutput:
+    """The loss to back-propagate and named scalars for the per-iteration log."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NoParams:
+    """Hyper-parameters of a method that has none beyond the shared schedule."""
+
+
+class Method(nn.Module):
+    """Base class; subclasses set ``Params`` and implement :meth:`training_step`."""
+
+    type_name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    uses_unlabelled: ClassVar[bool] = True
+
+    def __init__(self, params: Any, spec: DatasetSpec, network: dict):
+        super().__init__()
+        self.params = params
+        self.spec = spec
+        self.network_config = dict(network)
+        self.network = self.build_segmenter(network)
+
+    def build_segmenter(self, network: dict) -> nn.Module:
+        """The segmentation network from the dataset's ``network`` config block."""
+        kwargs = {k: v for k, v in network.items() if k != "arch"}
+        return build_network(network["arch"], in_channels=self.spec.in_channels, n_classes=self.spec.n_classes, **kwargs)
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        raise NotImplementedError
+
+    def optimised_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters the engine's SGD optimiser updates (default: all trainable ones)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Hook after each SGD step (e.g. an EMA teacher update)."""
+
+    def inference_network(self) -> nn.Module:
+        """The network evaluated at test time; its forward returns logits or (logits, ...)."""
+        return self.network
+
+    def extra_state_dict(self) -> dict:
+        """State outside ``state_dict`` that resume needs (e.g. a method-owned optimiser)."""
+        return {}
+
+    def load_extra_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`extra_state_dict`."""
+
+
+def parse_params(method_type: str, raw: dict | None, where: str) -> Any:
+    """Build the ``Params`` dataclass of ``method_type`` from a config dict, rejecting unknown keys."""
+    cls = get_method_class(method_type, where)
+    raw = dict(raw or {})
+    known = {f.name for f in dataclasses.fields(cls.Params)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in {where} for method type '{method_type}'; valid keys: {sorted(known)}"
+        )
+    return cls.Params(**raw)
+
+
+def get_method_class(method_type: str, where: str = "methods") -> type[Method]:
+    """Look up a registered method class by its config ``type``."""
+    import ssnet.methods  # noqa: F401  (registers the built-in methods)
+
+    if method_type not in METHODS:
+        raise ConfigError(f"{where}: unknown method type '{method_type}'; available: {sorted(METHODS)}")
+    return METHODS[method_type]

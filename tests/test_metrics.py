@@ -1,0 +1,156 @@
+"""Metrics: medpy parity, golden reference values, hand-computed values and degenerate-mask policy."""
+
+import math
+
+import numpy as np
+import pytest
+from medpy.metric import binary as mb
+
+from ssnet.evaluation.metrics import (
+    binary_metrics,
+    case_metrics_multiclass,
+    count_empty_predictions,
+    mean_metrics,
+    reference_acdc_test_metrics,
+    reference_metric_percase,
+    reference_val_2d_metrics,
+    reference_val_2d_percase,
+)
+
+REL = 1e-9
+
+
+def _rel_close(values, expected):
+    assert len(values) == len(expected)
+    for a, b in zip(values, expected):
+        assert math.isclose(a, b, rel_tol=REL, abs_tol=0.0 if b else 1e-12), (values, expected)
+
+
+@pytest.fixture(scope="module")
+def metric_pairs(golden_dir, manifest):
+    z = np.load(golden_dir / "metrics.npz")
+    names = sorted(manifest["cases"]["metrics"]["values"])
+    return {n: (z[f"{n}_pred"], z[f"{n}_gt"]) for n in names}
+
+
+def test_metrics_golden_variants(metric_pairs, manifest):
+    values = manifest["cases"]["metrics"]["values"]
+    for name, (pred, gt) in metric_pairs.items():
+        for variant in ("test_3d_patch", "metrics_py", "test_ACDC"):
+            _rel_close(reference_metric_percase(pred, gt), values[name][variant])
+        _rel_close(reference_val_2d_percase(pred, gt), values[name]["val_2d"])
+
+
+def test_metrics_match_medpy(metric_pairs):
+    for pred, gt in metric_pairs.values():
+        m = binary_metrics(pred, gt)
+        _rel_close(
+            [m["dice"], m["jaccard"], m["hd95"], m["asd"]],
+            [mb.dc(pred, gt), mb.jc(pred, gt), mb.hd95(pred, gt), mb.asd(pred, gt)],
+        )
+        assert m["empty_prediction"] is False
+        spacing = (0.625, 0.625, 1.25)
+        ms = binary_metrics(pred, gt, spacing=spacing)
+        _rel_close(
+            [ms["dice"], ms["hd95"], ms["asd"]],
+            [mb.dc(pred, gt), mb.hd95(pred, gt, voxelspacing=spacing), mb.asd(pred, gt, voxelspacing=spacing)],
+        )
+
+
+def test_asd_is_one_directional():
+    pred = np.zeros((8, 8, 8), dtype=bool)
+    gt = pred.copy()
+    pred[2:6, 2:6, 2:6] = True  # 4^3 cube
+    gt[2:6, 2:6, 2:4] = True  # its lower half (4 x 4 x 2 slab)
+    m = binary_metrics(pred, gt)
+    # |A & B| = 32, |A| = 64, |B| = 32
+    assert m["dice"] == pytest.approx(2 * 32 / 96, rel=REL)
+    assert m["jaccard"] == pytest.approx(32 / 64, rel=REL)
+    # pred surface (56 voxels) to gt surface: 28 at 0, 12 at 1, 16 at 2 -> 44 / 56
+    assert m["asd"] == pytest.approx(44 / 56, rel=REL)
+    assert m["hd95"] == pytest.approx(2.0, rel=REL)
+    assert m["asd"] != pytest.approx(mb.assd(pred, gt))  # assd would be 48 / 88
+
+
+def test_hand_computed_distances_and_spacing():
+    pred = np.zeros((6, 7), dtype=bool)
+    gt = pred.copy()
+    pred[0, 0] = True
+    gt[3, 4] = True
+    m = binary_metrics(pred, gt)
+    assert (m["dice"], m["jaccard"]) == (0.0, 0.0)
+    assert m["hd95"] == pytest.approx(5.0, rel=REL) and m["asd"] == pytest.approx(5.0, rel=REL)
+    ms = binary_metrics(pred, gt, spacing=(2.0, 1.0))  # physical units: sqrt(6^2 + 4^2)
+    assert ms["hd95"] == pytest.approx(math.sqrt(52), rel=REL) and ms["asd"] == pytest.approx(math.sqrt(52))
+    with pytest.raises(ValueError):
+        binary_metrics(pred, gt, spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError):
+        binary_metrics(pred, gt[:5])
+
+
+def test_identical_masks():
+    a = np.zeros((10, 10, 10), dtype=np.uint8)
+    a[2:7, 3:8, 1:4] = 1
+    m = binary_metrics(a, a)
+    assert (m["dice"], m["jaccard"], m["hd95"], m["asd"]) == (1.0, 1.0, 0.0, 0.0)
+
+
+def test_empty_prediction_policy():
+    gt = np.zeros((5, 5, 5), dtype=bool)
+    gt[1:3, 1:3, 1:3] = True
+    pred = np.zeros_like(gt)
+    m = binary_metrics(pred, gt)
+    assert m["empty_prediction"] is True
+    assert (m["dice"], m["jaccard"], m["hd95"], m["asd"]) == (0.0, 0.0, 0.0, 0.0)
+    assert reference_metric_percase(pred, gt) == (0.0, 0.0, 0.0, 0.0)
+    assert reference_val_2d_percase(pred, gt) == (0.0, 0.0)
+    both = binary_metrics(pred, pred)  # reference policy applies whatever the ground truth
+    assert both["empty_prediction"] and both["dice"] == 0.0
+    assert count_empty_predictions([m, both, binary_metrics(gt, gt)]) == 2
+
+
+def test_empty_ground_truth_does_not_crash():
+    pred = np.zeros((5, 5, 5), dtype=bool)
+    pred[2, 2, 2] = True
+    m = binary_metrics(pred, np.zeros_like(pred))
+    assert m["empty_ground_truth"] is True and m["empty_prediction"] is False
+    assert (m["dice"], m["jaccard"]) == (0.0, 0.0)
+    assert math.isnan(m["hd95"]) and math.isnan(m["asd"])
+
+
+def test_inputs_not_modified():
+    pred = np.array([[0, 2], [3, 0]], dtype=np.uint8)
+    gt = np.array([[0, 1], [0, 5]], dtype=np.uint8)
+    p0, g0 = pred.copy(), gt.copy()
+    binary_metrics(pred, gt)
+    np.testing.assert_array_equal(pred, p0)
+    np.testing.assert_array_equal(gt, g0)
+
+
+def test_acdc_golden_metrics(golden_dir, manifest):
+    case = manifest["cases"]["acdc_test"]
+    z = np.load(golden_dir / "acdc_test.npz")
+    pred, label = z["prediction"], z["label"]
+    classes = tuple(range(1, len(case["metrics_test_ACDC"]) + 1))
+    for ours, ref in zip(reference_acdc_test_metrics(pred, label, classes), case["metrics_test_ACDC"]):
+        _rel_close(ours, ref)
+    for ours, ref in zip(reference_val_2d_metrics(pred, label, len(classes) + 1), case["metrics_val_2d"]):
+        _rel_close(ours, ref)
+    per_class = case_metrics_multiclass(pred, label, classes)
+    assert sorted(per_class) == list(classes)
+    for c, ref in zip(classes, case["metrics_test_ACDC"]):
+        m = per_class[c]
+        _rel_close([m["dice"], m["jaccard"], m["hd95"], m["asd"]], ref)
+    mean = mean_metrics(per_class.values())
+    _rel_close([mean["dice"]], [float(np.mean([r[0] for r in case["metrics_test_ACDC"]]))])
+
+
+def test_class_absent_from_prediction():
+    gt = np.zeros((4, 6, 6), dtype=np.uint8)
+    gt[1:3, 1:3, 1:3] = 1
+    gt[1:3, 3:5, 3:5] = 2
+    pred = np.where(gt == 1, 1, 0).astype(np.uint8)
+    out = case_metrics_multiclass(pred, gt, classes=(1, 2))
+    assert out[1]["dice"] == 1.0 and not out[1]["empty_prediction"]
+    assert out[2]["empty_prediction"] and out[2]["hd95"] == 0.0
+    assert reference_acdc_test_metrics(pred, gt, (1, 2))[1] == (0.0, 0.0, 0.0, 0.0)
