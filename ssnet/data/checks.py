@@ -50,16 +50,36 @@ def read_image(path: str | os.PathLike, dimension: int = 3):
     import SimpleITK as sitk
 
     path = require_file(path)
+    if path.name.endswith(".gz"):
+        _check_gzip(path)
     try:
         image = sitk.ReadImage(str(path))
         array = sitk.GetArrayFromImage(image)
     except Exception as exc:  # SimpleITK raises RuntimeError with a long ITK trace
-        first = str(exc).strip().splitlines()
-        reason = next((ln.strip() for ln in first if "rror" in ln or "ead" in ln), first[0] if first else "")
-        raise DataError(f"unreadable or truncated image file {path}: {reason[:300]}") from None
+        raise DataError(f"unreadable or truncated image file {path}: {_itk_reason(exc)}") from None
     if image.GetDimension() != dimension:
         raise DataError(f"{path}: expected a {dimension}D image, got {image.GetDimension()}D")
     return array, tuple(float(s) for s in image.GetSpacing()), tuple(int(s) for s in image.GetSize())
+
+
+def _itk_reason(exc: Exception) -> str:
+    """The informative last lines of an ITK exception (not the C++ source location)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]
+    return (" | ".join(lines[-2:]) if lines else type(exc).__name__)[:400]
+
+
+def _check_gzip(path: Path) -> None:
+    """ITK's NIfTI reader silently accepts a truncated .gz: decompress it fully to be sure."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"unreadable or truncated image file {path}: {exc}") from None
 
 
 def read_h5(path: str | os.PathLike, keys: Iterable[str] = ("image", "label")) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import string
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 from scipy import ndimage

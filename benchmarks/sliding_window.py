@@ -1,0 +1,117 @@
+"""Benchmark: batched sliding-window inference vs the one-window-at-a-time loop on the LA test geometry.
+
+Volume 175 x 132 x 88 (a real LA test case's size), patch 112 x 112 x 80, strides 18 / 4 -> 45 windows,
+a randomly initialised VNet (n_filters 16) in eval mode, 2 torch threads by default. Every variant runs in
+its own subprocess so that ``ru_maxrss`` (peak resident memory) is per variant. Predictions of every
+batched run are compared with the loop's (exact, except voxels whose probability is within 1e-4 of 0.5).
+
+    .venv/bin/python benchmarks/sliding_window.py [--batch-sizes 4 8] [--threads 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SHAPE = (175, 132, 88)
+PATCH = (112, 112, 80)
+STRIDE_XY, STRIDE_Z = 18, 4
+NEAR_HALF = 1e-4
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worker(variant: str, threads: int, device: str, out: str) -> None:
+    import torch
+
+    from ssnet.evaluation.inference import sliding_window_predict, sliding_window_predict_loop, window_grid
+    from ssnet.networks import VNet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = VNet(in_channels=1, n_classes=2, n_filters=16, dropout=True).to(device).eval()
+    image = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    n_windows = len(window_grid(SHAPE, PATCH, STRIDE_XY, STRIDE_Z))
+    with torch.inference_mode():  # warm-up: allocator and thread pool, not counted
+        model(torch.zeros((1, 1, 16, 16, 16), device=device))
+    rss_before = _rss_mib()
+    start = time.perf_counter()
+    if variant == "loop":
+        pred, prob = sliding_window_predict_loop(model, image, PATCH, STRIDE_XY, STRIDE_Z, 2, device=device)
+    else:
+        bs = int(variant.removeprefix("batch"))
+        pred, prob = sliding_window_predict(model, image, PATCH, STRIDE_XY, STRIDE_Z, 2, batch_size=bs, device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    np.savez(out, pred=pred, prob=prob)
+    print(json.dumps({"variant": variant, "seconds": seconds, "peak_rss_mib": peak,
+                      "rss_before_mib": rss_before, "windows": n_windows, "foreground": int(pred.sum())}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-loop", action="store_true", help="skip the one-window loop (no equality check)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.threads, args.device, args.out)
+        return
+
+    variants = ([] if args.no_loop else ["loop"]) + [f"batch{b}" for b in args.batch_sizes]
+    print(f"volume {SHAPE}, patch {PATCH}, strides {STRIDE_XY}/{STRIDE_Z}, VNet n_filters=16 (random init, eval), "
+          f"threads={args.threads}, device={args.device}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in variants:
+            out = os.path.join(tmp, f"{v}.npz")
+            cmd = [sys.executable, __file__, "--worker", v, "--out", out, "--threads", str(args.threads),
+                   "--device", args.device]
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            res = json.loads(line)
+            res["arrays"] = dict(np.load(out))
+            results[v] = res
+            print(f"{v:>8}: {res['seconds']:7.2f} s  peak RSS {res['peak_rss_mib']:8.0f} MiB "
+                  f"(before inference {res['rss_before_mib']:.0f} MiB)  windows {res['windows']}  "
+                  f"foreground voxels {res['foreground']}", flush=True)
+    if "loop" in results:
+        ref = results["loop"]["arrays"]
+        for v in variants[1:]:
+            a = results[v]["arrays"]
+            ok = ~(np.abs(ref["prob"] - 0.5) < NEAR_HALF)
+            same = bool(np.array_equal(a["pred"][ok], ref["pred"][ok]))
+            n_diff = int((a["pred"] != ref["pred"]).sum())
+            max_dp = float(np.abs(a["prob"] - ref["prob"]).max())
+            speedup = results["loop"]["seconds"] / results[v]["seconds"]
+            print(f"{v} vs loop: predictions equal={same} (voxels differing: {n_diff}), "
+                  f"max |prob diff|={max_dp:.2e}, speed-up x{speedup:.2f}")
+            if not same:
+                sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""Preprocessing of the raw LA and ACDC archives (protocol section 2).
+
+Output layout (one folder, written atomically: it appears complete or not at all)::
+
+    <out>/splits/*.list                 copies of the split lists used (ACDC: + train_slices.list)
+    <out>/preprocess.json               dataset, seed, params, counts
+    LA:   <out>/cases/<ID>.h5           image float32 (X, Y, Z), label uint8 {0,1}, gzip
+          <out>/crop_boxes.csv          per case: half-open x/y crop box, the 4 margins, raw/out shape
+    ACDC: <out>/slices/<vol>_slice_K.h5 train.list volumes, one 2D slice each (K 1-based), image H x W
+          <out>/volumes/<vol>.h5        EVERY listed volume (train, val, test): image Z x H x W,
+                                        label, attribute ``spacing`` (z, y, x) in mm
+
+Every input check (:mod:`ssnet.data.checks`) runs in a first pass over all cases, before anything
+is written; the second pass re-reads and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ssnet.data import checks
+from ssnet.data.splits import acdc_slice_names, check_disjoint, patients_of, read_splits
+from ssnet.errors import DataError
+from ssnet.io import atomic_dir, write_json, write_lines
+
+LA_PARAM_DEFAULTS = {"margin_low": 10, "margin_high": 20, "min_extent": 112}
+ACDC_PARAM_DEFAULTS: dict[str, Any] = {}
+_VOLUME = re.compile(r"^(patient\d+)_frame0([12])$")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _write_h5(path: Path, image: np.ndarray, label: np.ndarray, attrs: Mapping[str, Any] | None = None) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("image", data=image, compression="gzip")
+        handle.create_dataset("label", data=label, compression="gzip")
+        for key, value in (attrs or {}).items():
+            handle.attrs[key] = value
+
+
+# =========================================================================== LA
+def la_root(raw_dir: str | os.PathLike) -> Path:
+    """The folder holding the case folders: ``<raw>/Training Set`` if present, else ``<raw>``."""
+    raw_dir = Path(raw_dir)
+    return raw_dir / "Training Set" if (raw_dir / "Training Set").is_dir() else raw_dir
+
+
+def case_seed(case_id: str) -> int:
+    """A stable 63-bit integer for a case ID (independent of Python's hash randomisation)."""
+    return int.from_bytes(hashlib.sha256(case_id.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def la_margins(seed: int, case_id: str, margin_low: int = 10, margin_high: int = 20) -> tuple[int, int, int, int]:
+    """Crop margins (x_lo, x_hi, y_lo, y_hi), each in [margin_low, margin_high), seeded by (seed, case)."""
+    rng = np.random.default_rng([int(seed), case_seed(case_id)])
+    return tuple(int(v) for v in rng.integers(margin_low, margin_high, size=4))  # type: ignore[return-value]
+
+
+def la_crop_box(label_xyz: np.ndarray, margins: Sequence[int], min_extent: int = 112) -> tuple[int, int, int, int]:
+    """Half-open crop box (x_lo, x_hi, y_lo, y_hi) of the reference rule.
+
+    Per axis with bounding box [min, max] (inclusive indices) and extent = max - min:
+    ``p = max(min_extent - extent, 0) // 2``, ``lo = max(min - m_lo - p, 0)``,
+    ``hi = min(max + m_hi + p, size)``; the crop is ``[lo:hi]``.
+    """
+    nz = np.nonzero(label_xyz)
+    box = []
+    for axis, (m_lo, m_hi) in enumerate(((margins[0], margins[1]), (margins[2], margins[3]))):
+        lo_i, hi_i = int(nz[axis].min()), int(nz[axis].max())
+        p = max(int(min_extent) - (hi_i - lo_i), 0) // 2
+        box += [max(lo_i - int(m_lo) - p, 0), min(hi_i + int(m_hi) + p, label_xyz.shape[axis])]
+    return tuple(box)  # type: ignore[return-value]
+
+
+def _la_paths(root: Path, case_id: str) -> tuple[Path, Path]:
+    return root / case_id / "lgemri.nrrd", root / case_id / "laendo.nrrd"
+
+
+def _la_read(root: Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one raw LA case; arrays in (x, y, z) order, label {0, 255}."""
+    img_path, lab_path = _la_paths(root, case_id)
+    checks.require_file(img_path, "image file", case_id)
+    checks.require_file(lab_path, "label file", case_id)
+    image, img_sp, _ = checks.read_image(img_path)
+    label, lab_sp, _ = checks.read_image(lab_path)
+    checks.check_same_geometry(img_path, lab_path, image.shape[::-1], label.shape[::-1], img_sp, lab_sp)
+    checks.check_image_values(image, img_path)
+    checks.check_label_values(label, checks.LA_LABEL_VALUES, lab_path)
+    return image.transpose(2, 1, 0), label.transpose(2, 1, 0)
+
+
+def la_process_case(image_xyz: np.ndarray, label_xyz: np.ndarray, margins: Sequence[int],
+                    min_extent: int = 112) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """Steps 1-3 of the LA protocol on (x, y, z) arrays: binarise, z-score, crop x/y."""
+    label = (label_xyz == 255).astype(np.uint8)
+    raw = image_xyz.astype(np.float64)
+    image = ((raw - raw.mean()) / raw.std()).astype(np.float32)  # population std, whole volume
+    x0, x1, y0, y1 = la_crop_box(label, margins, min_extent)
+    return image[x0:x1, y0:y1, :], label[x0:x1, y0:y1, :], (x0, x1, y0, y1)
+
+
+def _la_validate(root: Path, case_ids: Sequence[str]) -> None:
+    if len(set(case_ids)) != len(case_ids):
+        dup = sorted({c for c in case_ids if list(case_ids).count(c) > 1})
+        raise DataError(f"LA case list has duplicates: {', '.join(dup)}")
+    checks.require_cases(root, case_ids)
+    for cid in case_ids:
+        _la_read(root, cid)
+
+
+def _la_write(root: Path, case_ids: Sequence[str], out: Path, seed: int, margin_low: int, margin_high: int,
+              min_extent: int, margins: Mapping[str, Sequence[int]] | None) -> list[dict[str, Any]]:
+    (out / "cases").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, cid in enumerate(case_ids, 1):
+        image, label = _la_read(root, cid)
+        m = tuple(int(v) for v in margins[cid][:4]) if margins and cid in margins else \
+            la_margins(seed, cid, margin_low, margin_high)
+        img_c, lab_c, box = la_process_case(image, label, m, min_extent)
+        _write_h5(out / "cases" / f"{cid}.h5", img_c, lab_c,
+                  {"case_id": cid, "crop_box_xy": np.asarray(box), "margins": np.asarray(m)})
+        rows.append({"case": cid, "x_lo": box[0], "x_hi": box[1], "y_lo": box[2], "y_hi": box[3],
+                     "m_x_lo": m[0], "m_x_hi": m[1], "m_y_lo": m[2], "m_y_hi": m[3],
+                     "raw_x": image.shape[0], "raw_y": image.shape[1], "raw_z": image.shape[2],
+                     "out_x": img_c.shape[0], "out_y": img_c.shape[1], "out_z": img_c.shape[2]})
+        _log(f"[LA {i}/{len(case_ids)}] {cid}: raw {image.shape} -> crop x[{box[0]}:{box[1]}] "
+             f"y[{box[2]}:{box[3]}] -> {img_c.shape}")
+    with open(out / "crop_boxes.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["case"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def preprocess_la(raw_dir: str | os.PathLike, case_ids: Sequence[str], out_dir: str | os.PathLike, seed: int,
+                  margin_low: int = 10, margin_high: int = 20, min_extent: int = 112,
+                  margins: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, Any]]:
+    """Preprocess raw LA cases into ``out_dir/cases/<ID>.h5`` + ``out_dir/crop_boxes.csv`` (atomic).
+
+    ``margins`` maps a case ID to (x_lo, x_hi, y_lo, y_hi) margins to use instead of the seeded
+    draw (e.g. the reference's recorded values). Returns the crop-box rows.
+    """
+    root = la_root(raw_dir)
+    case_ids = list(case_ids)
+    _la_validate(root, case_ids)
+    with atomic_dir(out_dir) as tmp:
+        return _la_write(root, case_ids, tmp, seed, margin_low, margin_high, min_extent, margins)
+
+
+# =========================================================================== ACDC
+def acdc_root(raw_dir: str | os.PathLike) -> Path:
+    """The folder holding ``patientNNN`` folders: ``<raw>/training`` if present, else ``<raw>``."""
+    raw_dir = Path(raw_dir)
+    return raw_dir / "training" if (raw_dir / "training").is_dir() else raw_dir
+
+
+def _parse_volume(name: str) -> tuple[str, int]:
+    m = _VOLUME.match(name)
+    if not m:
+        raise DataError(f"not an ACDC volume name (patientNNN_frame01/02): {name!r}")
+    return m.group(1), int(m.group(2))
+
+
+def _acdc_frame_paths(root: Path, volume: str) -> tuple[Path, Path]:
+    patient, f = _parse_volume(volume)
+    info = checks.parse_info_cfg(root / patient / "Info.cfg")
+    frame = int(info["ED"] if f == 1 else info["ES"])
+    stem = root / patient / f"{patient}_frame{frame:02d}"
+    img, lab = Path(f"{stem}.nii.gz"), Path(f"{stem}_gt.nii.gz")
+    phase = "ED" if f == 1 else "ES"
+    checks.require_file(img, f"{phase} frame image", volume)
+    checks.require_file(lab, f"{phase} frame label", volume)
+    return img, lab
+
+
+def _acdc_read(root: Path, volume: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Read and check one ACDC volume: image/label (Z, H, W), spacing (z, y, x)."""
+    img_path, lab_path = _acdc_frame_paths(root, volume)
+    image, img_sp, _ = checks.read_image(img_path)
+    label, lab_sp, _ = checks.read_image(lab_path)
+    checks.check_same_geometry(img_path, lab_path, image.shape, label.shape, img_sp, lab_sp)
+    checks.check_image_values(image, img_path)
+    checks.check_label_values(label, checks.ACDC_LABEL_VALUES, lab_path)
+    return image, label, (img_sp[2], img_sp[1], img_sp[0])
+
+
+def acdc_normalise(image: np.ndarray) -> np.ndarray:
+    """Per-volume min-max to [0, 1], computed in float64, stored as float32."""
+    x = image.astype(np.float64)
+    return ((x - x.min()) / (x.max() - x.min())).astype(np.float32)
+
+
+def _acdc_volumes(splits: Mapping[str, Sequence[str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for key in ("train", "val", "test"):
+        for v in splits.get(key, []):
+            seen.setdefault(v, None)
+    return list(seen)
+
+
+def _acdc_validate(root: Path, splits: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Check every listed volume; return the slice count per volume."""
+    check_disjoint(splits)
+    volumes = _acdc_volumes(splits)
+    for v in volumes:
+        _parse_volume(v)
+    checks.require_cases(root, patients_of(volumes), "patient folder")
+    depth = {}
+    for v in volumes:
+        image, _, _ = _acdc_read(root, v)
+        depth[v] = int(image.shape[0])
+    if "train_slices" in splits:
+        train = set(splits.get("train", []))
+        expected = {s for v in splits.get("train", []) for s in acdc_slice_names(v, depth[v])}
+        bad = [s for s in splits["train_slices"] if s not in expected]
+        if bad:
+            outside = [s for s in bad if s.rsplit("_slice_", 1)[0] not in train]
+            what = "volumes not in train.list" if outside else "slice indices beyond the volume depth"
+            raise DataError(f"train_slices.list names {len(bad)} slice(s) with {what}: {', '.join(bad[:10])}")
+    return depth
+
+
+def _acdc_write(root: Path, splits: Mapping[str, Sequence[str]], out: Path) -> dict[str, int]:
+    (out / "slices").mkdir(parents=True, exist_ok=True)
+    (out / "volumes").mkdir(parents=True, exist_ok=True)
+    train = set(splits.get("train", []))
+    volumes = _acdc_volumes(splits)
+    n_slices = 0
+    for i, v in enumerate(volumes, 1):
+        image, label, spacing = _acdc_read(root, v)
+        image = acdc_normalise(image)
+        label = label.astype(np.uint8)
+        _write_h5(out / "volumes" / f"{v}.h5", image, label, {"spacing": np.asarray(spacing, dtype=np.float64)})
+        if v in train:
+            for k in range(image.shape[0]):
+                _write_h5(out / "slices" / f"{v}_slice_{k + 1}.h5", image[k], label[k])
+            n_slices += image.shape[0]
+        _log(f"[ACDC {i}/{len(volumes)}] {v}: {image.shape} spacing(z,y,x)={spacing}"
+             + (f" -> {image.shape[0]} slices" if v in train else ""))
+    return {"volumes": len(volumes), "slices": n_slices}
+
+
+def preprocess_acdc(raw_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]],
+                    out_dir: str | os.PathLike) -> dict[str, int]:
+    """Preprocess the listed ACDC volumes into ``out_dir/slices`` and ``out_dir/volumes`` (atomic).
+
+    ``splits`` holds ``train``, ``val``, ``test`` volume lists (``patientNNN_frame01`` = ED,
+    ``_frame02`` = ES, as given by Info.cfg). Train volumes are also written whole to ``volumes/``.
+    """
+    root = acdc_root(raw_dir)
+    _acdc_validate(root, splits)
+    with atomic_dir(out_dir) as tmp:
+        return _acdc_write(root, splits, tmp)
+
+
+# =========================================================================== entry point
+def preprocess_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike,
+                       out_dir: str | os.PathLike, seed: int = 1337,
+                       params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read the split lists, check every input, then write the preprocessed dataset atomically.
+
+    LA params: ``margin_low``, ``margin_high``, ``min_extent`` (all cases of every list are
+    processed). ACDC: no params. Unknown params raise ValueError. The split lists are copied to
+    ``out_dir/splits/`` (ACDC: ``train_slices.list`` is generated from the volumes if absent).
+    """
+    key = str(dataset).upper()
+    defaults = {"LA": LA_PARAM_DEFAULTS, "ACDC": ACDC_PARAM_DEFAULTS}.get(key)
+    if defaults is None:
+        raise ValueError(f"unknown dataset {dataset!r}: expected 'LA' or 'ACDC'")
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown {key} preprocessing parameter(s): {', '.join(unknown)} "
+                         f"(allowed: {', '.join(sorted(defaults)) or 'none'})")
+    p = {**defaults, **params}
+    splits = read_splits(splits_dir, key)
+    check_disjoint(splits)
+    summary: dict[str, Any] = {"dataset": key, "seed": int(seed), "params": p, "raw_dir": str(raw_dir),
+                               "splits": {k: len(v) for k, v in splits.items()}}
+    if key == "LA":
+        root = la_root(raw_dir)
+        case_ids = [c for name in ("train", "val", "test") for c in splits.get(name, [])]
+        _la_validate(root, case_ids)
+        with atomic_dir(out_dir) as tmp:
+            rows = _la_write(root, case_ids, tmp, seed, p["margin_low"], p["margin_high"], p["min_extent"], None)
+            _copy_splits(splits_dir, splits, tmp)
+            summary["cases"] = len(rows)
+            write_json(tmp / "preprocess.json", summary)
+    else:
+        root = acdc_root(raw_dir)
+        depth = _acdc_validate(root, splits)
+        if "train_slices" not in splits:
+            splits["train_slices"] = [s for v in splits["train"] for s in acdc_slice_names(v, depth[v])]
+        with atomic_dir(out_dir) as tmp:
+            summary.update(_acdc_write(root, splits, tmp))
+            _copy_splits(splits_dir, splits, tmp)
+            write_json(tmp / "preprocess.json", summary)
+    return summary
+
+
+def _copy_splits(splits_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]], out: Path) -> None:
+    dest = out / "splits"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, items in splits.items():
+        src = Path(splits_dir) / f"{name}.list"
+        if src.is_file():
+            shutil.copyfile(src, dest / f"{name}.list")
+        else:
+            write_lines(dest / f"{name}.list", list(items))

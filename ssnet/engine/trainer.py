@@ -1,0 +1,279 @@
+"""The one training loop. Methods supply ``training_step``; this owns everything else.
+
+Iterations, LR schedule, the two-stream batch stream, validation and model selection, resume
+checkpoints (exact on CPU: all randomness is derived from (seed, iteration)), SIGTERM/SIGUSR1
+preemption, the per-iteration CSV log, progress lines and the self-describing run record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ssnet.config import config_hash, dataset_spec
+from ssnet.data.augment import AUGMENTERS
+from ssnet.data.loading import BatchStream, case_path, load_training_items, read_sample, training_split
+from ssnet.engine.checkpoint import build_method, git_commit, load_torch, save_model, save_torch, versions
+from ssnet.engine.schedule import learning_rate
+from ssnet.evaluation.predict import dice_per_class, predict_case
+from ssnet.io import atomic_path, write_json
+from ssnet.methods.base import Batch, StepContext
+from ssnet.seeding import seed_iteration, set_deterministic, worker_init_fn
+
+
+class Preempted(SystemExit):
+    """Raised after a checkpoint was written because the scheduler asked the job to stop."""
+
+
+@dataclass
+class RunOutputs:
+    """Files a training run writes (the Snakemake rule's outputs)."""
+
+    model: Path
+    train_log: Path
+    val_log: Path
+    info: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device (use device: auto or cpu)")
+    return torch.device(name)
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGUSR1 (what SLURM sends before killing a job); checked once per iteration."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            with contextlib.suppress(ValueError):  # not in the main thread
+                previous[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+
+class Trainer:
+    """Trains one (dataset, method, labelled, seed) run."""
+
+    def __init__(self, run_cfg: dict, seed: int, data_root: str | Path, checkpoint_dir: str | Path,
+                 threads: int = 1, progress: Callable[[str], None] | None = None):
+        self.cfg, self.seed = run_cfg, int(seed)
+        self.data_root, self.checkpoint_dir = Path(data_root), Path(checkpoint_dir)
+        self.training, self.selection = run_cfg["training"], run_cfg["selection"]
+        self.spec = dataset_spec(run_cfg["dataset"])
+        self.device = resolve_device(run_cfg["device"])
+        self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.tag = f"[{run_cfg['dataset']}/{run_cfg['method']}/{run_cfg['labelled']}/seed{seed}]"
+        torch.set_num_threads(max(1, int(threads)))
+        set_deterministic(bool(run_cfg.get("deterministic", True)))
+        torch.backends.cudnn.benchmark = bool(run_cfg.get("cudnn_benchmark", False))
+        self.hash = config_hash({"run": run_cfg, "seed": self.seed})
+        self.method = build_method(run_cfg).to(self.device)
+        self.optimizer = torch.optim.SGD(self.method.optimised_parameters(), lr=self.training["lr"],
+                                         momentum=self.training["momentum"],
+                                         weight_decay=self.training["weight_decay"])
+        self.amp = bool(run_cfg.get("amp")) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.split = training_split(self.data_root, self.spec.name, run_cfg["labelled"], self.selection)
+        self.log_rows: list[dict] = []
+        self.val_rows: list[dict] = []
+        self.best = {"score": -1.0, "iteration": 0}
+        self.start = 0
+
+    # ----------------------------------------------------------------------------------- data
+    def batch_stream(self) -> BatchStream:
+        unlabelled = self.method.uses_unlabelled
+        labelled_items = load_training_items(self.data_root, self.spec.name, self.split.labelled)
+        unlabelled_items = load_training_items(self.data_root, self.spec.name, self.split.unlabelled) if unlabelled else []
+        augment = AUGMENTERS[self.spec.name]
+        patch, extra = self.training["patch_size"], self.training.get("crop_pad_extra", 3)
+        return BatchStream(
+            labelled_items,
+            [image for image, _ in unlabelled_items],
+            self.training["batch_labelled"] if unlabelled else self.training["batch_labelled_only"],
+            self.training["batch_unlabelled"] if unlabelled else 0,
+            self.seed,
+            lambda image, label, rng: augment(image, label, rng, patch, extra),
+            self.training["iterations"],
+            self.start,
+        )
+
+    def batches(self):
+        stream = self.batch_stream()
+        workers = int(self.training.get("num_workers", 0))
+        return torch.utils.data.DataLoader(stream, batch_size=None, shuffle=False, num_workers=workers,
+                                           worker_init_fn=worker_init_fn, persistent_workers=False,
+                                           pin_memory=self.device.type == "cuda")
+
+    # ----------------------------------------------------------------------------- validation
+    def validate(self) -> float:
+        """Mean foreground Dice over the validation volumes (selection criterion)."""
+        network = self.method.inference_network()
+        scores = []
+        for name in self.split.validation:
+            image, label = read_sample(case_path(self.data_root, self.spec.name, name))
+            prediction = predict_case(network, image, self.spec.name, self.cfg["inference"], self.spec.n_classes,
+                                      self.device)
+            scores.append(np.mean(dice_per_class(prediction, label, self.spec.n_classes)))
+        self.method.train()
+        return float(np.mean(scores))
+
+    def validation_due(self, done: int) -> bool:
+        if self.selection["mode"] == "last":
+            return False
+        return done >= self.selection.get("val_start", 0) and done % self.selection["val_every"] == 0
+
+    def maybe_validate(self, done: int) -> None:
+        if not self.validation_due(done):
+            return
+        score = self.validate()
+        self.val_rows.append({"iteration": done, "val_dice": score})
+        self.progress(f"{self.tag} it {done}: validation Dice {score:.4f} (best {max(score, self.best['score']):.4f})")
+        if score > self.best["score"]:
+            self.best = {"score": score, "iteration": done}
+            save_torch(self.checkpoint_dir / "best.pt", {"iteration": done, "state_dict": self.method.state_dict()})
+
+    # ----------------------------------------------------------------------------- checkpoints
+    @property
+    def resume_path(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    def save_checkpoint(self, done: int) -> None:
+        save_torch(self.resume_path, {
+            "config_hash": self.hash, "iteration": done, "state_dict": self.method.state_dict(),
+            "extra": self.method.extra_state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "best": self.best, "log_rows": self.log_rows,
+            "val_rows": self.val_rows,
+        })
+
+    def try_resume(self) -> None:
+        if not self.resume_path.exists():
+            return
+        state = load_torch(self.resume_path)
+        if state["config_hash"] != self.hash:
+            self.progress(f"{self.tag} ignoring {self.resume_path}: written with another configuration")
+            return
+        self.method.load_state_dict(state["state_dict"])
+        self.method.load_extra_state_dict(state["extra"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best, self.log_rows, self.val_rows = state["best"], state["log_rows"], state["val_rows"]
+        self.start = int(state["iteration"])
+        self.progress(f"{self.tag} resumed from {self.resume_path} at iteration {self.start}")
+
+    # ----------------------------------------------------------------------------------- loop
+    def step(self, t: int, image: torch.Tensor, label: torch.Tensor) -> dict:
+        seed_iteration(self.seed, t)
+        lr = learning_rate(t, self.training)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ctx = StepContext(t, self.training["iterations"])
+        batch = Batch(image, label).to(self.device)
+        self.method.train()
+        with torch.autocast(self.device.type, enabled=self.amp):
+            output = self.method.training_step(batch, ctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(output.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.after_optimizer_step(ctx)
+        return {"iteration": t + 1, "lr": lr, "loss": float(output.loss), **output.logs}
+
+    def fit(self, on_iteration_end: Callable[[int], None] | None = None) -> None:
+        """Run (or resume) training to ``training.iterations``; raises :class:`Preempted` on SIGTERM/SIGUSR1."""
+        self.try_resume()
+        total, every = self.training["iterations"], self.training["checkpoint_every"]
+        started, flag = time.perf_counter(), _StopFlag()
+        with flag.installed():
+            for index, (image, label) in enumerate(self.batches()):
+                t = self.start + index
+                self.log_rows.append(self.step(t, image, label))
+                done = t + 1
+                self.maybe_validate(done)
+                if done % every == 0 or flag.signal is not None:
+                    self.save_checkpoint(done)
+                self.report_progress(done, total, started, index + 1)
+                if flag.signal is not None:
+                    raise Preempted(f"{self.tag} stopped by signal {flag.signal} at iteration {done}; "
+                                    f"checkpoint written, rerun to resume")
+                if on_iteration_end:
+                    on_iteration_end(done)
+        self.seconds = time.perf_counter() - started
+
+    def report_progress(self, done: int, total: int, started: float, steps: int) -> None:
+        if done % self.training.get("log_every", 50) and done != total:
+            return
+        rate = steps / max(time.perf_counter() - started, 1e-9)
+        eta = (total - done) / rate
+        row = self.log_rows[-1]
+        self.progress(f"{self.tag} it {done}/{total} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+                      f"{rate:.2f} it/s ETA {eta / 60:.1f} min")
+
+    # -------------------------------------------------------------------------------- outputs
+    def selected_weights(self) -> int:
+        """Load the weights chosen by ``selection.mode``; return their iteration."""
+        if self.selection["mode"] == "last" or self.best["iteration"] == 0:
+            return self.training["iterations"]
+        best = load_torch(self.checkpoint_dir / "best.pt")
+        self.method.load_state_dict(best["state_dict"])
+        return int(best["iteration"])
+
+    def write_outputs(self, outputs: RunOutputs) -> None:
+        selected = self.selected_weights()
+        save_model(outputs.model, self.method, self.cfg, self.seed, selected)
+        _write_csv(outputs.train_log, pd.DataFrame(self.log_rows))
+        _write_csv(outputs.val_log, pd.DataFrame(self.val_rows, columns=["iteration", "val_dice"]))
+        write_json(outputs.info, {
+            "dataset": self.spec.name, "method": self.cfg["method"], "method_type": self.cfg["method_type"],
+            "labelled": self.cfg["labelled"], "seed": self.seed, "config_hash": self.hash,
+            "git_commit": git_commit(), "versions": versions(), "device": str(self.device),
+            "selection": self.selection["mode"], "test_set_selection": self.split.validation_is_test,
+            "selected_iteration": selected, "best_val_dice": self.best["score"] if self.val_rows else None,
+            "n_labelled": len(self.split.labelled), "n_labelled_scans": self.split.labelled_scans,
+            "n_unlabelled": len(self.split.unlabelled) if self.method.uses_unlabelled else 0,
+            "n_unlabelled_scans": self.split.unlabelled_scans if self.method.uses_unlabelled else 0,
+            "n_validation": len(self.split.validation), "labelled_items": self.split.labelled,
+            "validation_items": self.split.validation, "train_seconds": getattr(self, "seconds", None),
+            "run_config": self.cfg,
+        })
+
+    def cleanup(self) -> None:
+        for name in ("last.pt", "best.pt"):
+            (self.checkpoint_dir / name).unlink(missing_ok=True)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def train(run_cfg: dict, seed: int, data_root, outputs: RunOutputs, checkpoint_dir, threads: int = 1,
+          keep_checkpoints: bool = False) -> None:
+    """Train, select and write one run's outputs (resuming from ``checkpoint_dir`` when possible)."""
+    trainer = Trainer(run_cfg, seed, data_root, checkpoint_dir, threads)
+    trainer.fit()
+    trainer.write_outputs(outputs)
+    if not keep_checkpoints:
+        trainer.cleanup()

@@ -1,0 +1,126 @@
+"""Inter-class separation: per-class prototype memory and the weighted cosine separation loss.
+
+Each iteration (no accumulation across iterations):
+
+1. Labelled pixels that the network predicts correctly and that are not background
+   (:func:`correct_foreground_mask`) are projected by the projection head in eval mode without
+   gradient; :func:`build_prototype_memory` keeps up to ``elements_per_class`` of them per class,
+   ranked by ``sigmoid(selector_c)``.
+2. :func:`separation_loss` pulls predicted features (prediction(projection(f))) towards their class's
+   prototypes: per class ``mean_ij(w_i v_j (1 - cos(f_i, m_j)))`` with ``w = sigmoid(selector_c(f.detach()))``
+   and ``v = sigmoid(memory_selector_c(normalise(m)))``, each rescaled to mean 1; summed over classes
+   and divided by the number of classes (background included in the count).
+
+Reference quirk kept by default: its ranking sorts the scores in ascending order, so a class with
+more rows than the memory holds keeps its LOWEST-ranked rows, in ascending score order
+(``keep_highest_ranked=True`` keeps the highest-ranked ones, in descending order, as intended).
+A class with at most ``elements_per_class`` rows keeps them all, in input order.
+
+All functions take flattened per-pixel features ``(N, C)``; :func:`flatten_pixels` makes them
+from ``(B, C, *S)`` maps in the reference's (batch, spatial...) order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssnet.networks import SSNetHeads
+
+
+def flatten_pixels(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) -> (B * prod(S), C), pixels in (batch, spatial...) order."""
+    return x.movedim(1, -1).reshape(-1, x.shape[1])
+
+
+def correct_foreground_mask(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Pixels predicted correctly and not background: ``(prediction == label) & (prediction > 0)``."""
+    return (prediction == label) & (prediction > 0)
+
+
+@dataclass
+class PrototypeMemory:
+    """Per class c: ``prototypes[c]`` (K_c, D) rows without gradient, or None (no rows);
+    ``source_rows[c]`` the index of each row in the input given to the update."""
+
+    prototypes: list[torch.Tensor | None]
+    source_rows: list[torch.Tensor | None]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.prototypes)
+
+
+def build_prototype_memory(heads: SSNetHeads, projected: torch.Tensor, labels: torch.Tensor,
+                           n_classes: int, elements_per_class: int = 32,
+                           keep_highest_ranked: bool = False) -> PrototypeMemory:
+    """A fresh memory from projected features (N, D) and their class labels (N,).
+
+    A class with more than ``elements_per_class`` rows is ranked by ``sigmoid(selector_c)``, run
+    without gradient in the heads' current mode (train mode: batch statistics, running-stat update);
+    see the module docstring for which rows are kept. A class with no rows gets None.
+    """
+    projected = projected.detach()
+    labels = labels.reshape(-1)
+    prototypes: list[torch.Tensor | None] = [None] * n_classes
+    source_rows: list[torch.Tensor | None] = [None] * n_classes
+    for c in range(n_classes):
+        rows = torch.nonzero(labels == c).reshape(-1)
+        if rows.numel() == 0:
+            continue
+        if rows.numel() > elements_per_class:
+            with torch.no_grad():
+                score = torch.sigmoid(heads.selector(c)(projected[rows]))[:, 0]
+            order = torch.argsort(score, descending=keep_highest_ranked, stable=True)
+            rows = rows[order[:elements_per_class]]
+        prototypes[c] = projected[rows]
+        source_rows[c] = rows
+    return PrototypeMemory(prototypes, source_rows)
+
+
+def _mean_one_weights(selector: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """sigmoid(selector(x)) rescaled to mean 1: (n, D) -> (n,)."""
+    w = torch.sigmoid(selector(x))[:, 0]
+    return (w.shape[0] / w.sum()) * w
+
+
+def class_separation_term(features: torch.Tensor, prototypes: torch.Tensor,
+                          feature_weights: torch.Tensor, prototype_weights: torch.Tensor) -> torch.Tensor:
+    """mean_ij(w_i v_j (1 - cos(f_i, m_j))) without forming the (n_f, n_m) matrix.
+
+    The double sum factorises: sum_ij w_i v_j (1 - f_i.m_j) = (sum w)(sum v) - (sum_i w_i f_i).(sum_j v_j m_j)
+    for unit rows f_i, m_j, which keeps memory and time linear in the number of pixels.
+    """
+    f = F.normalize(features, dim=1)
+    m = F.normalize(prototypes, dim=1)
+    pulled = feature_weights @ f  # (D,)
+    anchor = prototype_weights @ m  # (D,)
+    total = feature_weights.sum() * prototype_weights.sum() - torch.dot(pulled, anchor)
+    return total / (features.shape[0] * prototypes.shape[0])
+
+
+def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Tensor,
+                    memory: PrototypeMemory) -> torch.Tensor:
+    """Weighted cosine distance of predicted features (N, D) to their class prototypes.
+
+    labels: (N,) ground truth (labelled pixels) or argmax pseudo-labels (unlabelled ones).
+    Classes with no memory, fewer than 2 features or fewer than 2 prototypes add nothing; the sum
+    is divided by the number of classes. Gradient reaches ``features`` and the selectors
+    (``selector_c`` through the feature weights only, ``memory_selector_c``), never the prototypes.
+    """
+    labels = labels.reshape(-1)
+    loss = features.new_zeros(())
+    for c, prototypes in enumerate(memory.prototypes):
+        if prototypes is None or prototypes.shape[0] < 2:
+            continue
+        features_c = features[labels == c]
+        if features_c.shape[0] < 2:
+            continue
+        prototypes = prototypes.detach()
+        w = _mean_one_weights(heads.selector(c), features_c.detach())
+        v = _mean_one_weights(heads.memory_selector(c), F.normalize(prototypes, dim=1))
+        loss = loss + class_separation_term(features_c, prototypes, w, v)
+    return loss / memory.n_classes
