@@ -11,6 +11,9 @@ Each iteration (no accumulation across iterations):
    and ``v = sigmoid(memory_selector_c(normalise(m)))``, each rescaled to mean 1; summed over classes
    and divided by the number of classes (background included in the count).
 
+Reference quirk kept by default: the prototype weights are rescaled after a transpose, which makes
+each of them exactly 1 (``weight_prototypes=True`` gives the intended mean-1 weights).
+
 Reference quirk kept by default: its ranking sorts the scores in ascending order, so a class with
 more rows than the memory holds keeps its LOWEST-ranked rows, in ascending score order
 (``keep_highest_ranked=True`` keeps the highest-ranked ones, in descending order, as intended).
@@ -81,10 +84,21 @@ def build_prototype_memory(heads: SSNetHeads, projected: torch.Tensor, labels: t
     return PrototypeMemory(prototypes, source_rows)
 
 
-def _mean_one_weights(selector: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def mean_one_weights(selector: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """sigmoid(selector(x)) rescaled to mean 1: (n, D) -> (n,)."""
     w = torch.sigmoid(selector(x))[:, 0]
     return (w.shape[0] / w.sum()) * w
+
+
+def _reference_prototype_weights(selector: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The reference's prototype weights: every sigmoid score divided by itself, i.e. all 1.
+
+    The reference transposes the (n, 1) scores to (1, n) before its mean-1 rescaling, so the
+    "sum over rows" is each score alone. The selector still runs (its BatchNorm statistics update in
+    train mode) but its gradient is zero up to rounding.
+    """
+    w = torch.sigmoid(selector(x))[:, 0]
+    return w / w
 
 
 def class_separation_term(features: torch.Tensor, prototypes: torch.Tensor,
@@ -103,14 +117,18 @@ def class_separation_term(features: torch.Tensor, prototypes: torch.Tensor,
 
 
 def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Tensor,
-                    memory: PrototypeMemory) -> torch.Tensor:
+                    memory: PrototypeMemory, weight_prototypes: bool = False) -> torch.Tensor:
     """Weighted cosine distance of predicted features (N, D) to their class prototypes.
 
     labels: (N,) ground truth (labelled pixels) or argmax pseudo-labels (unlabelled ones).
     Classes with no memory, fewer than 2 features or fewer than 2 prototypes add nothing; the sum
     is divided by the number of classes. Gradient reaches ``features`` and the selectors
-    (``selector_c`` through the feature weights only, ``memory_selector_c``), never the prototypes.
+    (``selector_c`` through the feature weights only), never the prototypes.
+    weight_prototypes: False (reference) gives every prototype weight 1 (see
+        :func:`_reference_prototype_weights`); True uses sigmoid(memory_selector_c) rescaled to
+        mean 1, as the paper describes, and then ``memory_selector_c`` is trained too.
     """
+    prototype_weights = mean_one_weights if weight_prototypes else _reference_prototype_weights
     labels = labels.reshape(-1)
     loss = features.new_zeros(())
     for c, prototypes in enumerate(memory.prototypes):
@@ -120,7 +138,7 @@ def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Ten
         if features_c.shape[0] < 2:
             continue
         prototypes = prototypes.detach()
-        w = _mean_one_weights(heads.selector(c), features_c.detach())
-        v = _mean_one_weights(heads.memory_selector(c), F.normalize(prototypes, dim=1))
+        w = mean_one_weights(heads.selector(c), features_c.detach())
+        v = prototype_weights(heads.memory_selector(c), F.normalize(prototypes, dim=1))
         loss = loss + class_separation_term(features_c, prototypes, w, v)
     return loss / memory.n_classes

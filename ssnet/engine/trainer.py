@@ -25,7 +25,7 @@ from ssnet.data.loading import BatchStream, case_path, load_training_items, read
 from ssnet.engine.checkpoint import build_method, git_commit, load_torch, save_model, save_torch, versions
 from ssnet.engine.schedule import learning_rate
 from ssnet.evaluation.predict import dice_per_class, predict_case
-from ssnet.io import atomic_path, write_json
+from ssnet.io import write_csv, write_json
 from ssnet.methods.base import Batch, StepContext
 from ssnet.seeding import seed_iteration, set_deterministic, worker_init_fn
 
@@ -243,8 +243,8 @@ class Trainer:
     def write_outputs(self, outputs: RunOutputs) -> None:
         selected = self.selected_weights()
         save_model(outputs.model, self.method, self.cfg, self.seed, selected)
-        _write_csv(outputs.train_log, pd.DataFrame(self.log_rows))
-        _write_csv(outputs.val_log, pd.DataFrame(self.val_rows, columns=["iteration", "val_dice"]))
+        write_csv(outputs.train_log, pd.DataFrame(self.log_rows))
+        write_csv(outputs.val_log, pd.DataFrame(self.val_rows, columns=["iteration", "val_dice"]))
         write_json(outputs.info, {
             "dataset": self.spec.name, "method": self.cfg["method"], "method_type": self.cfg["method_type"],
             "labelled": self.cfg["labelled"], "seed": self.seed, "config_hash": self.hash,
@@ -262,11 +262,6 @@ class Trainer:
     def cleanup(self) -> None:
         for name in ("last.pt", "best.pt"):
             (self.checkpoint_dir / name).unlink(missing_ok=True)
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def train(run_cfg: dict, seed: int, data_root, outputs: RunOutputs, checkpoint_dir, threads: int = 1,

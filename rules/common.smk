@@ -1,0 +1,145 @@
+# Configuration checks and the named helpers that rules use for inputs, params and resources.
+import os
+import sys
+from pathlib import Path
+
+# Jobs import the project package from this checkout (scripts run in their own interpreter).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+)
+sys.path.insert(0, workflow.basedir)
+
+from ssnet.config import (  # noqa: E402
+    labelled_values,
+    enabled_datasets,
+    run_config,
+    validate_config,
+)
+from ssnet.errors import ConfigError  # noqa: E402
+
+
+def _stop(message):
+    """End the workflow with a one-paragraph explanation instead of a traceback."""
+    print(f"\nERROR: {message}\n", file=sys.stderr)
+    sys.exit(1)
+
+
+try:
+    validate_config(config)
+except ConfigError as exc:
+    _stop(f"invalid configuration: {exc}")
+
+DATASETS = enabled_datasets(config)
+DATA_HINT = {
+    "LA": "the folder that contains 'Training Set/<case ID>/lgemri.nrrd' and 'laendo.nrrd' "
+    "(2018 Atrial Segmentation Challenge)",
+    "ACDC": "the folder that contains 'training/patientNNN/' with Info.cfg and the ED/ES frames "
+    "(ACDC challenge training set)",
+}
+
+
+def _check_raw_data():
+    for dataset in DATASETS:
+        block = config["datasets"][dataset]
+        if block["source"] == "raw" and not Path(block["raw_dir"]).is_dir():
+            _stop(
+                f"{dataset} data not found: datasets.{dataset}.raw_dir = '{block['raw_dir']}' is not a folder.\n"
+                f"Download the dataset and set datasets.{dataset}.raw_dir to {DATA_HINT[dataset]}, e.g.\n"
+                f"  snakemake --cores 8 --config 'datasets={{{dataset}: {{raw_dir: /path/to/{dataset}}}}}' ...\n"
+                f"or run the synthetic demo: snakemake all --cores 2 --configfile configs/demo.yaml"
+            )
+
+
+_check_raw_data()
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) or "LA|ACDC",
+    labelled=r"\d+|all",
+    seed=r"\d+",
+    method=r"[A-Za-z0-9_\-]+",
+
+
+def run_dir(dataset, method, labelled, seed):
+    return f"results/runs/{dataset}/{method}/{labelled}/seed{seed}"
+
+
+def runs_of(dataset):
+    """(method, labelled, seed) of every training run of a dataset."""
+    block = config["datasets"][dataset]
+    return [
+        (method, labelled, seed)
+        for method in block["methods"]
+        for labelled in labelled_values(config, dataset, method)
+        for seed in config["seeds"]
+    ]
+
+
+def run_files(dataset, name):
+    return [f"{run_dir(dataset, *run)}/{name}" for run in runs_of(dataset)]
+
+
+def run_metric_files(wildcards):
+    return run_files(wildcards.dataset, "test_metrics.csv")
+
+
+def run_info_files(wildcards):
+    return run_files(wildcards.dataset, "run_info.json")
+
+
+def method_order(wildcards):
+    return config["datasets"][wildcards.dataset]["methods"]
+
+
+def final_outputs():
+    return [
+        f"results/{kind}/{dataset}/{name}"
+        for dataset in DATASETS
+        for kind, name in (
+            ("tables", "main_table.md"),
+            ("figures", "dice_vs_labelled.png"),
+        )
+    ]
+
+
+# ---- data ----------------------------------------------------------------------------------------
+def raw_source(wildcards):
+    """Raw archive and split lists: generated for synthetic data, the user's folders otherwise."""
+    block = config["datasets"][wildcards.dataset]
+    if block["source"] == "synthetic":
+        root = f"results/synthetic/{wildcards.dataset}"
+        return {"raw": f"{root}/raw", "splits": f"{root}/splits"}
+    return {"raw": block["raw_dir"], "splits": block["splits_dir"]}
+
+
+def synthetic_params(wildcards):
+    return config["datasets"][wildcards.dataset].get("synthetic", {})
+
+
+def preprocessing_params(wildcards):
+    return config["datasets"][wildcards.dataset].get("preprocessing", {})
+
+
+# ---- training and evaluation -------------------------------------------------------------------
+def train_params(wildcards):
+    """The resolved run config; inference settings only matter to training when they select models."""
+    run = run_config(config, wildcards.dataset, wildcards.method, wildcards.labelled)
+    if run["selection"]["mode"] == "last":
+        run.pop("inference")
+    return run
+
+
+def inference_params(wildcards):
+    return run_config(config, wildcards.dataset, wildcards.method, wildcards.labelled)["inference"]
+
+
+def uses_cuda():
+    return config["device"] == "cuda"
+
+
+def train_env():
+    return "../envs/train-cuda.yaml" if uses_cuda() else "../envs/train-cpu.yaml"
+
+
+def train_gpus():
+    return 1 if uses_cuda() else 0

@@ -1,0 +1,24 @@
+# Stage 3: test-set evaluation of each trained run (per-case metrics, medpy, voxel units).
+
+
+rule evaluate:
+    input:
+        model="results/runs/{dataset}/{method}/{labelled}/seed{seed}/model.pt",
+        data="results/preprocessed/{dataset}",
+    output:
+        "results/runs/{dataset}/{method}/{labelled}/seed{seed}/test_metrics.csv",
+    params:
+        inference=inference_params,
+    log:
+        "logs/evaluate/{dataset}/{method}/{labelled}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{dataset}/{method}/{labelled}/seed{seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=train_gpus(),
+    conda:
+        train_env()
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,15 @@
+"""Snakemake adapter (rules/report.smk: aggregate): tables and figures of one dataset."""
+
+from ssnet.jobs import run_logged
+from ssnet.report.aggregate import aggregate
+
+run_logged(
+    snakemake.log[0],
+    aggregate,
+    snakemake.wildcards.dataset,
+    list(snakemake.input.metrics),
+    list(snakemake.input.info),
+    snakemake.params.method_order,
+    snakemake.params.schedule_profile,
+    dict(snakemake.output.items()),
+)

@@ -1,0 +1,14 @@
+"""Snakemake adapter (rules/evaluate.smk: evaluate): per-case test metrics of one run."""
+
+from ssnet.evaluation.evaluate import evaluate_run
+from ssnet.jobs import run_logged
+
+run_logged(
+    snakemake.log[0],
+    evaluate_run,
+    snakemake.input.model,
+    snakemake.input.data,
+    snakemake.output[0],
+    inference=snakemake.params.inference,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,14 @@
+"""Snakemake adapter (rules/data.smk: make_synthetic): write a synthetic raw archive and its splits."""
+
+from ssnet.data.synthetic import make_synthetic
+from ssnet.jobs import run_logged
+
+run_logged(
+    snakemake.log[0],
+    make_synthetic,
+    snakemake.wildcards.dataset,
+    snakemake.output.raw,
+    snakemake.output.splits,
+    params=snakemake.params.synthetic,
+    seed=snakemake.params.seed,
+)

@@ -1,0 +1,16 @@
+"""Snakemake adapter (rules/data.smk: preprocess): check and preprocess one dataset into HDF5."""
+
+from ssnet.data.preprocess import preprocess_dataset
+from ssnet.jobs import run_logged
+
+params = dict(snakemake.params.preprocessing)
+run_logged(
+    snakemake.log[0],
+    preprocess_dataset,
+    snakemake.wildcards.dataset,
+    snakemake.input.raw,
+    snakemake.input.splits,
+    snakemake.output[0],
+    seed=params.pop("seed", 1337),
+    params=params,
+)

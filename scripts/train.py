@@ -1,0 +1,16 @@
+"""Snakemake adapter (rules/train.smk: train): train one run, resuming from its checkpoint if any."""
+
+from ssnet.engine.trainer import RunOutputs, train
+from ssnet.jobs import run_logged
+
+out = snakemake.output
+run_logged(
+    snakemake.log[0],
+    train,
+    snakemake.params.run,
+    int(snakemake.wildcards.seed),
+    snakemake.input.data,
+    RunOutputs(out.model, out.train_log, out.val_log, out.info),
+    snakemake.params.checkpoint_dir,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,187 @@
+"""The SS-Net method: loss composition, reference quirks, BatchNorm bookkeeping, short training runs."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ssnet.errors import ConfigError
+from ssnet.losses import binary_dice_loss, dice_loss
+from ssnet.methods import get_method_class, parse_params
+from ssnet.methods.base import Batch, DatasetSpec, StepContext
+from ssnet.ramps import consistency_weight
+
+TINY = {
+    3: ({"arch": "vnet", "n_filters": 2, "dropout": False}, (16, 16, 16), 2),
+    2: ({"arch": "unet", "channels": (4, 8, 16), "dropout": (0.0, 0.0, 0.0)}, (16, 16), 4),
+}
+ACDC_PARAMS = {"consistency": 0.1, "consistency_rampup": 200.0, "vat_eps": 6.0, "rampup_iteration_offset": 0}
+
+
+def make_method(dim, network=None, **params):
+    net_cfg, _, n_classes = TINY[dim]
+    cls = get_method_class("ssnet")
+    defaults = ACDC_PARAMS if dim == 2 else {}
+    return cls(cls.Params(**{**defaults, **params}), DatasetSpec(f"tiny{dim}d", dim, n_classes),
+               network or net_cfg)
+
+
+def make_batch(dim, n_labelled=2, n_unlabelled=2, seed=0):
+    _, shape, n_classes = TINY[dim]
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(n_labelled + n_unlabelled, 1, *shape, generator=g)
+    # labels correlated with the image so the network can fit them
+    label = (image[:n_labelled, 0] > 0).long() * (1 + (image[:n_labelled, 0] > 1).long() * (n_classes - 2))
+    return Batch(image, label.clamp(max=n_classes - 1))
+
+
+def bn_buffers(module):
+    return {k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+def test_registered_params_and_heads():
+    method = make_method(3)
+    assert type(method).type_name == "ssnet"
+    assert method.heads.dim_in == method.network.feature_channels
+    assert len(method.heads.selectors) == 2 and len(method.heads.memory_selectors) == 2
+    params = parse_params("ssnet", {"consistency": 0.1, "smoothness": False}, "methods.ssnet.params.ACDC")
+    assert params.consistency == 0.1 and params.smoothness is False
+    with pytest.raises(ConfigError):
+        parse_params("ssnet", {"lambda": 1.0}, "methods.ssnet.params.LA")
+    with pytest.raises(ConfigError):
+        make_method(3, vat_target="sometimes")
+    assert {f.name for f in dataclasses.fields(params)} >= {
+        "consistency", "consistency_rampup", "rampup_iteration_offset", "separation_weight", "vat_xi",
+        "vat_eps", "power_iterations", "elements_per_class", "keep_highest_ranked", "smoothness",
+        "separation", "ce_weight"}
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_supervised_loss_is_the_reference_dice(dim):
+    torch.manual_seed(0)
+    method = make_method(dim, smoothness=False, separation=False)
+    batch = make_batch(dim)
+    out = method.training_step(batch, StepContext(0, 10))
+    with torch.no_grad():  # no dropout, BN on batch statistics: the same logits again
+        probs = torch.softmax(method.network(batch.image)[0][: batch.n_labelled], dim=1)
+    if dim == 3:  # foreground channel only, binary Dice
+        expected = binary_dice_loss(probs[:, 1], batch.label == 1)
+    else:  # all classes, squared soft Dice
+        expected = dice_loss(probs, batch.label, 4)
+    assert out.logs["loss_sup"] == pytest.approx(expected.item(), abs=1e-6)
+    assert out.logs["loss_smooth"] == 0 and out.logs["loss_sep_l"] == 0 and out.logs["loss_sep_u"] == 0
+    # CE is logged but not added: the loss is the Dice alone
+    assert out.logs["loss_ce"] > 0
+    assert out.loss.item() == pytest.approx(out.logs["loss_sup"], abs=1e-7)
+    with_ce = make_method(dim, smoothness=False, separation=False, ce_weight=0.5)
+    out = with_ce.training_step(batch, StepContext(0, 10))
+    assert out.loss.item() == pytest.approx(out.logs["loss_sup"] + 0.5 * out.logs["loss_ce"], rel=1e-6)
+
+
+def test_supervised_dice_form_by_dimension():
+    assert make_method(3).supervised_dice == "binary_foreground"
+    assert make_method(2).supervised_dice == "multiclass"
+    assert make_method(3).smoothness_distance == "binary_dice"
+    assert make_method(2).smoothness_distance == "soft_dice"
+
+
+@pytest.mark.parametrize("dim,offset", [(3, 1), (2, 0)])
+def test_consistency_weight_uses_reference_iteration_offset(dim, offset):
+    method = make_method(dim)
+    p = method.params
+    assert p.rampup_iteration_offset == offset
+    out = method.training_step(make_batch(dim), StepContext(149, 1000))
+    expected = consistency_weight(149 + offset, p.consistency, p.consistency_rampup)
+    assert out.logs["consistency_weight"] == expected
+    assert (149 + offset) // 150 == (1 if dim == 3 else 0)
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_total_loss_composition(dim):
+    method = make_method(dim)
+    out = method.training_step(make_batch(dim), StepContext(7000, 30000))
+    logs = out.logs
+    expected = logs["loss_sup"] + logs["consistency_weight"] * (
+        logs["loss_smooth"] + 0.1 * (logs["loss_sep_l"] + logs["loss_sep_u"]))
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert logs["loss_smooth"] > 0 and logs["loss_sep_l"] > 0 and logs["loss_sep_u"] > 0
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_reused_target_equals_second_clean_forward(dim):
+    """Without dropout, reusing the training forward gives the reference's loss and BN statistics."""
+    results = {}
+    for target in ("separate", "auto"):
+        torch.manual_seed(0)
+        method = make_method(dim, vat_target=target)
+        assert method.reuse_training_forward() == (target == "auto")
+        torch.manual_seed(1)
+        out = method.training_step(make_batch(dim), StepContext(3000, 30000))
+        out.loss.backward()
+        grads = [p.grad.clone() for p in method.network.parameters()]
+        results[target] = (out.loss.detach(), bn_buffers(method.network), grads)
+    (loss_s, bn_s, grads_s), (loss_a, bn_a, grads_a) = results["separate"], results["auto"]
+    torch.testing.assert_close(loss_a, loss_s, rtol=1e-5, atol=1e-6)
+    for key in bn_s:
+        torch.testing.assert_close(bn_a[key], bn_s[key], rtol=1e-5, atol=1e-6)
+        if "num_batches" in key:
+            assert int(bn_a[key]) == 2  # the training forward + the VAT clean pass
+    for a, b in zip(grads_a, grads_s):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_dropout_forces_a_separate_clean_pass():
+    net_cfg = {"arch": "vnet", "n_filters": 2, "dropout": True}
+    method = make_method(3, network=net_cfg)
+    assert not method.reuse_training_forward()
+    method.training_step(make_batch(3), StepContext(0, 10))
+    counts = {int(v) for k, v in bn_buffers(method.network).items() if "num_batches" in k}
+    assert counts == {2}
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_ablation_switches(dim):
+    no_smooth = make_method(dim, smoothness=False).training_step(make_batch(dim), StepContext(9000, 30000))
+    assert no_smooth.logs["loss_smooth"] == 0 and no_smooth.logs["loss_sep_l"] > 0
+    no_sep = make_method(dim, separation=False).training_step(make_batch(dim), StepContext(9000, 30000))
+    assert no_sep.logs["loss_sep_l"] == 0 and no_sep.logs["loss_sep_u"] == 0 and no_sep.logs["loss_smooth"] > 0
+
+
+def _sgd(method):
+    return torch.optim.SGD(method.optimised_parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_two_sgd_steps_change_weights(dim):
+    torch.manual_seed(0)
+    method = make_method(dim)
+    optimiser = _sgd(method)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    batch = make_batch(dim)
+    for iteration in range(2):
+        optimiser.zero_grad()
+        out = method.training_step(batch, StepContext(iteration, 2))
+        out.loss.backward()
+        optimiser.step()
+        assert set(out.logs) >= {"loss_sup", "loss_smooth", "loss_sep_l", "loss_sep_u", "consistency_weight"}
+        assert all(torch.isfinite(torch.tensor(v)) for v in out.logs.values())
+    after = method.state_dict()
+    assert not torch.equal(before["network.out_conv.weight"], after["network.out_conv.weight"])
+    assert not torch.equal(before["heads.prediction_head.fc_out.weight"], after["heads.prediction_head.fc_out.weight"])
+    assert method.heads.projection_head.training and method.network.training
+
+
+@pytest.mark.parametrize("dim", [3, 2])
+def test_loss_decreases_on_a_fixed_batch(dim):
+    torch.manual_seed(0)
+    method = make_method(dim)
+    optimiser = _sgd(method)
+    batch = make_batch(dim, seed=5)
+    losses = []
+    for _ in range(50):
+        optimiser.zero_grad()
+        out = method.training_step(batch, StepContext(20000, 30000))  # constant lambda
+        out.loss.backward()
+        optimiser.step()
+        losses.append(out.loss.item())
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
