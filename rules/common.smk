@@ -1,12 +1,8 @@
 # Configuration checks and the named helpers that rules use for inputs, params and resources.
-import os
 import sys
 from pathlib import Path
 
-# Jobs import the project package from this checkout (scripts run in their own interpreter).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
-)
+# The workflow imports the project package from this checkout (scripts do so via scripts/_project.py).
 sys.path.insert(0, workflow.basedir)
 
 from ssnet.config import (  # noqa: E402
@@ -39,15 +35,21 @@ DATA_HINT = {
 
 
 def _check_raw_data():
-    for dataset in DATASETS:
-        block = config["datasets"][dataset]
-        if block["source"] == "raw" and not Path(block["raw_dir"]).is_dir():
-            _stop(
-                f"{dataset} data not found: datasets.{dataset}.raw_dir = '{block['raw_dir']}' is not a folder.\n"
-                f"Download the dataset and set datasets.{dataset}.raw_dir to {DATA_HINT[dataset]}, e.g.\n"
-                f"  snakemake --cores 8 --config 'datasets={{{dataset}: {{raw_dir: /path/to/{dataset}}}}}' ...\n"
-                f"or run the synthetic demo: snakemake all --cores 2 --configfile configs/demo.yaml"
-            )
+    missing = [
+        f"  datasets.{d}.raw_dir = '{config['datasets'][d]['raw_dir']}' is not a folder; "
+        f"it must be {DATA_HINT[d]}"
+        for d in DATASETS
+        if config["datasets"][d]["source"] == "raw"
+        and not Path(config["datasets"][d]["raw_dir"]).is_dir()
+    ]
+    if missing:
+        _stop(
+            "input data not found:\n"
+            + "\n".join(missing)
+            + "\nDownload the data (README.md, 'Real data'), then set raw_dir in config.yaml or in an "
+            "overlay passed with --configfile; or run the synthetic demo:\n"
+            "  snakemake all --cores 2 --configfile configs/demo.yaml"
+        )
 
 
 _check_raw_data()
@@ -130,7 +132,9 @@ def train_params(wildcards):
 
 
 def inference_params(wildcards):
-    return run_config(config, wildcards.dataset, wildcards.method, wildcards.labelled)["inference"]
+    return run_config(config, wildcards.dataset, wildcards.method, wildcards.labelled)[
+        "inference"
+    ]
 
 
 def uses_cuda():

@@ -5,19 +5,19 @@ rule make_synthetic:
     output:
         raw=directory("results/synthetic/{dataset}/raw"),
         splits=directory("results/synthetic/{dataset}/splits"),
-    params:
-        synthetic=synthetic_params,
-        seed=config["seeds"][0],
     log:
         "logs/make_synthetic/{dataset}.log",
     benchmark:
         "results/benchmarks/make_synthetic/{dataset}.tsv"
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        synthetic=synthetic_params,
+        seed=config["seeds"][0],
     script:
         "../scripts/make_synthetic.py"
 
@@ -27,17 +27,17 @@ rule preprocess:
         unpack(raw_source),
     output:
         directory("results/preprocessed/{dataset}"),
-    params:
-        preprocessing=preprocessing_params,
     log:
         "logs/preprocess/{dataset}.log",
     benchmark:
         "results/benchmarks/preprocess/{dataset}.tsv"
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        preprocessing=preprocessing_params,
     script:
         "../scripts/preprocess.py"

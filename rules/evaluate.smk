@@ -7,18 +7,18 @@ rule evaluate:
         data="results/preprocessed/{dataset}",
     output:
         "results/runs/{dataset}/{method}/{labelled}/seed{seed}/test_metrics.csv",
-    params:
-        inference=inference_params,
     log:
         "logs/evaluate/{dataset}/{method}/{labelled}/seed{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{method}/{labelled}/seed{seed}.tsv"
+    conda:
+        train_env()
     threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=train_gpus(),
-    conda:
-        train_env()
+    params:
+        inference=inference_params,
     script:
         "../scripts/evaluate.py"

@@ -12,18 +12,18 @@ rule aggregate:
         runs_csv="results/tables/{dataset}/runs.csv",
         figure_png="results/figures/{dataset}/dice_vs_labelled.png",
         figure_pdf="results/figures/{dataset}/dice_vs_labelled.pdf",
-    params:
-        method_order=method_order,
-        schedule_profile=config.get("report_schedule_profile", "reference"),
     log:
         "logs/aggregate/{dataset}.log",
     benchmark:
         "results/benchmarks/aggregate/{dataset}.tsv"
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        method_order=method_order,
+        schedule_profile=config.get("report_schedule_profile", "reference"),
     script:
         "../scripts/aggregate.py"

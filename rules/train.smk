@@ -11,19 +11,19 @@ rule train:
         train_log="results/runs/{dataset}/{method}/{labelled}/seed{seed}/train_log.csv",
         val_log="results/runs/{dataset}/{method}/{labelled}/seed{seed}/val_log.csv",
         info="results/runs/{dataset}/{method}/{labelled}/seed{seed}/run_info.json",
-    params:
-        run=train_params,
-        checkpoint_dir="results/checkpoints/{dataset}/{method}/{labelled}/seed{seed}",
     log:
         "logs/train/{dataset}/{method}/{labelled}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{method}/{labelled}/seed{seed}.tsv"
+    conda:
+        train_env()
     threads: 1
     resources:
         mem_mb=16000,
         runtime=1440,
         gpu=train_gpus(),
-    conda:
-        train_env()
+    params:
+        run=train_params,
+        checkpoint_dir="results/checkpoints/{dataset}/{method}/{labelled}/seed{seed}",
     script:
         "../scripts/train.py"

@@ -1,5 +1,7 @@
 """Snakemake adapter (rules/report.smk: aggregate): tables and figures of one dataset."""
 
+import _project  # noqa: F401  (puts the project package on sys.path)
+
 from ssnet.jobs import run_logged
 from ssnet.report.aggregate import aggregate
 

@@ -1,5 +1,7 @@
 """Snakemake adapter (rules/evaluate.smk: evaluate): per-case test metrics of one run."""
 
+import _project  # noqa: F401  (puts the project package on sys.path)
+
 from ssnet.evaluation.evaluate import evaluate_run
 from ssnet.jobs import run_logged
 

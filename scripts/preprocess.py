@@ -1,5 +1,7 @@
 """Snakemake adapter (rules/data.smk: preprocess): check and preprocess one dataset into HDF5."""
 
+import _project  # noqa: F401  (puts the project package on sys.path)
+
 from ssnet.data.preprocess import preprocess_dataset
 from ssnet.jobs import run_logged
 

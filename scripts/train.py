@@ -1,5 +1,7 @@
 """Snakemake adapter (rules/train.smk: train): train one run, resuming from its checkpoint if any."""
 
+import _project  # noqa: F401  (puts the project package on sys.path)
+
 from ssnet.engine.trainer import RunOutputs, train
 from ssnet.jobs import run_logged
 

@@ -24,3 +24,40 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def manifest(golden_dir) -> dict:
     return json.loads((golden_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def preprocessed(tmp_path_factory) -> dict:
+    """Tiny synthetic LA and ACDC datasets, generated and preprocessed once per test session."""
+    from ssnet.data.preprocess import preprocess_dataset
+    from ssnet.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    settings = {
+        "LA": ({"n_cases": 8, "size_xy": [48, 48], "n_slices": 16}, {"min_extent": 32}),
+        "ACDC": ({"n_patients": 6, "n_slices": [3, 4], "size_hw": [40, 48]}, {}),
+    }
+    out = {}
+    for dataset, (synthetic, params) in settings.items():
+        raw, splits, pre = root / dataset / "raw", root / dataset / "splits", root / dataset / "pre"
+        make_synthetic(dataset, raw, splits, synthetic, seed=3)
+        preprocess_dataset(dataset, raw, splits, pre, seed=3, params=params)
+        out[dataset] = pre
+    return out
+
+
+def tiny_run_config(dataset: str, method: str = "supervised", labelled: str = "2", **training) -> dict:
+    """A resolved run config for CPU-second training on the ``preprocessed`` fixture data."""
+    from ssnet.config import load_config, merge, run_config
+
+    config = load_config([ROOT / "config.yaml"])
+    small = {
+        "LA": {"network": {"n_filters": 2}, "training": {"patch_size": [32, 32, 16], "batch_labelled_only": 2},
+               "inference": {"patch_size": [32, 32, 16], "stride_xy": 16, "stride_z": 8}},
+        "ACDC": {"network": {"channels": [2, 4, 8, 16, 32]}, "training": {"patch_size": [32, 32], "batch_labelled": 2,
+                 "batch_unlabelled": 2, "batch_labelled_only": 4}, "inference": {"patch_size": [32, 32]}},
+    }[dataset]
+    small["training"].update({"iterations": 6, "checkpoint_every": 3, "log_every": 3, "num_workers": 0}, **training)
+    small["selection"] = {"mode": "last"}
+    config["datasets"][dataset] = merge(config["datasets"][dataset], small)
+    return run_config(config, dataset, method, labelled)

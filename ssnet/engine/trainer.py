@@ -27,7 +27,7 @@ from ssnet.engine.schedule import learning_rate
 from ssnet.evaluation.predict import dice_per_class, predict_case
 from ssnet.io import write_csv, write_json
 from ssnet.methods.base import Batch, StepContext
-from ssnet.seeding import seed_iteration, set_deterministic, worker_init_fn
+from ssnet.seeding import seed_everything, seed_iteration, set_deterministic, worker_init_fn
 
 
 class Preempted(SystemExit):
@@ -90,6 +90,7 @@ class Trainer:
         set_deterministic(bool(run_cfg.get("deterministic", True)))
         torch.backends.cudnn.benchmark = bool(run_cfg.get("cudnn_benchmark", False))
         self.hash = config_hash({"run": run_cfg, "seed": self.seed})
+        seed_everything(self.seed)  # weight initialisation
         self.method = build_method(run_cfg).to(self.device)
         self.optimizer = torch.optim.SGD(self.method.optimised_parameters(), lr=self.training["lr"],
                                          momentum=self.training["momentum"],
@@ -199,7 +200,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.after_optimizer_step(ctx)
-        return {"iteration": t + 1, "lr": lr, "loss": float(output.loss), **output.logs}
+        return {"iteration": t + 1, "lr": lr, "loss": output.loss.detach().item(), **output.logs}
 
     def fit(self, on_iteration_end: Callable[[int], None] | None = None) -> None:
         """Run (or resume) training to ``training.iterations``; raises :class:`Preempted` on SIGTERM/SIGUSR1."""

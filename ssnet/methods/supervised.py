@@ -30,4 +30,4 @@ class Supervised(Method):
         ce = F.cross_entropy(logits, batch.label)
         dice = dice_loss(logits, batch.label, self.spec.n_classes, softmax=True)
         loss = self.params.ce_weight * ce + self.params.dice_weight * dice
-        return StepOutput(loss, {"loss_ce": float(ce), "loss_dice": float(dice)})
+        return StepOutput(loss, {"loss_ce": ce.item(), "loss_dice": dice.item()})
