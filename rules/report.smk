@@ -24,6 +24,6 @@ rule aggregate:
         runtime=10,
     params:
         method_order=method_order,
-        schedule_profile=config.get("report_schedule_profile", "reference"),
+        schedule_profile=config.get("schedule_profile", "reference"),
     script:
         "../scripts/aggregate.py"

@@ -117,7 +117,8 @@ def run_config(config: dict, dataset: str, method: str, labelled: str) -> dict:
         "labelled": labelled,
         "params": dataclasses.asdict(params),
         "network": data["network"],
-        "training": merge(data["training"], block.get("training", {}).get(dataset, {})),
+        "training": merge(data["training"], _schedule_override(config, block, dataset)),
+        "schedule_profile": config.get("schedule_profile", "reference"),
         "selection": data["selection"],
         "inference": merge(data["inference"], block.get("inference", {}).get(dataset, {})),
         "device": config["device"],
@@ -125,6 +126,13 @@ def run_config(config: dict, dataset: str, method: str, labelled: str) -> dict:
         "cudnn_benchmark": config.get("cudnn_benchmark", False),
         "deterministic": config.get("deterministic", True),
     }
+
+
+def _schedule_override(config: dict, method_block: dict, dataset: str) -> dict:
+    """A method's own schedule (``reference`` profile) or none (``uniform``: SS-Net's for all)."""
+    if config.get("schedule_profile", "reference") == "uniform":
+        return {}
+    return method_block.get("training", {}).get(dataset, {})
 
 
 def config_hash(data: Any) -> str:

@@ -65,6 +65,11 @@ def random_unit_direction(shape: torch.Size | tuple[int, ...], device: torch.dev
     return l2_normalize_per_sample((uniform_draw - 0.5).to(device))
 
 
+def _like(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``d`` with ``x``'s dtype, device and memory layout (e.g. channels-last inputs stay so)."""
+    return torch.empty_like(x).copy_(d)
+
+
 @contextlib.contextmanager
 def frozen_running_stats(module: nn.Module) -> Iterator[None]:
     """Within the block, normalisation layers use batch statistics in train mode without updating
@@ -151,7 +156,7 @@ def vat_loss(network: nn.Module, x: torch.Tensor, *, xi: float = 10.0, eps: floa
             target = torch.softmax(_logits(network, x), dim=1)
     target = target.detach()
 
-    d_unit = random_unit_direction(x.shape, x.device, uniform_draw).to(x.dtype)
+    d_unit = _like(x, random_unit_direction(x.shape, x.device, uniform_draw))
     d = d_unit
     with frozen_running_stats(network):
         for _ in range(power_iterations):

@@ -83,3 +83,9 @@ def test_run_config_merges_method_overrides(config):
 def test_schema_file_is_yaml():
     schema = yaml.safe_load((ROOT / "ssnet" / "config.schema.yaml").read_text())
     assert schema["additionalProperties"] is False
+
+
+def test_uniform_schedule_profile_drops_method_schedules(config):
+    config["schedule_profile"] = "uniform"
+    run = run_config(config, "ACDC", "supervised", "3")
+    assert run["training"]["lr_policy"] == "constant" and run["schedule_profile"] == "uniform"
