@@ -8,6 +8,8 @@ Variants:
 - ``ssnet-refexec``: the same maths executed the way the reference scripts do it (a second clean
   forward for the VAT target, the power-iteration backward also filling parameter gradients, explicit
   (pixels x prototypes) distance matrices in the separation loss): the same-conditions baseline;
+- ``ssnet-ckpt``: ``ssnet`` with ``checkpoint_smoothness`` (the final VAT pass is recomputed during
+  backward instead of being kept: one graph less, one forward more);
 - ``labelled-only``: the ``supervised`` method on the labelled-only batch.
 
 Each (configuration, variant, runtime) runs in a fresh subprocess so that ``ru_maxrss`` is its own
@@ -90,9 +92,9 @@ def _separation_with_distance_matrix(heads, features, labels, memory, weight_pro
     import torch
     import torch.nn.functional as F
 
-    from ssnet.separation import _reference_prototype_weights, mean_one_weights
+    from ssnet.separation import reference_prototype_weights, mean_one_weights
 
-    prototype_weights = mean_one_weights if weight_prototypes else _reference_prototype_weights
+    prototype_weights = mean_one_weights if weight_prototypes else reference_prototype_weights
     loss = features.new_zeros(())
     for c, prototypes in enumerate(memory.prototypes):
         features_c = features[labels == c]
@@ -125,6 +127,8 @@ def worker(config_name: str, variant: str, memory_format: str, threads: int, war
     else:
         cls = get_method_class("ssnet")
         params = dict(cfg["params"])
+        if variant == "ssnet-ckpt":
+            params["checkpoint_smoothness"] = True
         if variant == "ssnet-refexec":
             params["vat_target"] = "separate"
             ssnet_method.vat_loss = _vat_with_parameter_backward
@@ -148,7 +152,7 @@ def worker(config_name: str, variant: str, memory_format: str, threads: int, war
     image = torch.randn(n_labelled + n_unlabelled, 1, *cfg["shape"], generator=generator)
     smooth = torch.nn.functional.avg_pool3d if cfg["dim"] == 3 else torch.nn.functional.avg_pool2d
     blurred = smooth(image[:n_labelled], 5, stride=1, padding=2)[:, 0]
-    label = torch.bucketize(blurred, torch.linspace(-0.2, 0.2, cfg["n_classes"] - 1))  # blob-like classes
+    label = torch.bucketize(blurred, torch.linspace(-0.3, 0.3, cfg["n_classes"] + 1)[1:-1])  # blob-like classes
     if memory_format == "channels_last":
         fmt = torch.channels_last_3d if cfg["dim"] == 3 else torch.channels_last
         method = method.to(memory_format=fmt)
@@ -202,9 +206,10 @@ def format_table(results: list[dict]) -> str:
         ref_s, ref_gb = REFERENCE_SSNET[r["config"]]
         ssnet = r["variant"].startswith("ssnet")
         share = f"{r['smoothness_share']:.0%}" if r["smoothness_share"] is not None else "-"
+        reference = f"{ref_s:g} / {ref_gb:g}" if ssnet else "-"
+        speed_up = f"{ref_s / r['median_s']:.2f}x" if ssnet else "-"
         lines.append(f"| {r['config']} | {r['variant']} | {r['runtime']} | {r['batch']} | {r['median_s']:.2f} | "
-                     f"{share} | {r['peak_gb']:.2f} | {f'{ref_s:g} / {ref_gb:g}' if ssnet else '-'} | "
-                     f"{f'{ref_s / r['median_s']:.2f}x' if ssnet else '-'} |")
+                     f"{share} | {r['peak_gb']:.2f} | {reference} | {speed_up} |")
     return "\n".join(lines)
 
 
@@ -212,7 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["la-small", "acdc-small"], choices=sorted(CONFIGS))
     parser.add_argument("--variants", nargs="+", default=["ssnet", "ssnet-refexec", "labelled-only"],
-                        choices=["ssnet", "ssnet-refexec", "labelled-only"])
+                        choices=["ssnet", "ssnet-ckpt", "ssnet-refexec", "labelled-only"])
     parser.add_argument("--runtimes", nargs="+", default=["default", "tuned"], choices=sorted(RUNTIMES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)

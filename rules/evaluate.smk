@@ -7,6 +7,8 @@ rule evaluate:
         data="results/preprocessed/{dataset}",
     output:
         "results/runs/{dataset}/{method}/{labelled}/seed{seed}/test_metrics.csv",
+        # one 2D slice (image, label, prediction) of the first test cases, for the qualitative figure
+        predictions="results/runs/{dataset}/{method}/{labelled}/seed{seed}/predictions.npz",
     log:
         "logs/evaluate/{dataset}/{method}/{labelled}/seed{seed}.log",
     benchmark:
@@ -20,5 +22,6 @@ rule evaluate:
         gpu=train_gpus(),
     params:
         inference=inference_params,
+        qualitative_cases=config.get("report", {}).get("qualitative_cases", 3),
     script:
         "../scripts/evaluate.py"

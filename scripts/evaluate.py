@@ -13,4 +13,6 @@ run_logged(
     snakemake.output[0],
     inference=snakemake.params.inference,
     threads=snakemake.threads,
+    predictions_out=snakemake.output.get("predictions"),
+    qualitative_cases=snakemake.params.get("qualitative_cases", 3),
 )

@@ -90,7 +90,7 @@ def mean_one_weights(selector: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (w.shape[0] / w.sum()) * w
 
 
-def _reference_prototype_weights(selector: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def reference_prototype_weights(selector: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The reference's prototype weights: every sigmoid score divided by itself, i.e. all 1.
 
     The reference transposes the (n, 1) scores to (1, n) before its mean-1 rescaling, so the
@@ -125,10 +125,10 @@ def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Ten
     is divided by the number of classes. Gradient reaches ``features`` and the selectors
     (``selector_c`` through the feature weights only), never the prototypes.
     weight_prototypes: False (reference) gives every prototype weight 1 (see
-        :func:`_reference_prototype_weights`); True uses sigmoid(memory_selector_c) rescaled to
+        :func:`reference_prototype_weights`); True uses sigmoid(memory_selector_c) rescaled to
         mean 1, as the paper describes, and then ``memory_selector_c`` is trained too.
     """
-    prototype_weights = mean_one_weights if weight_prototypes else _reference_prototype_weights
+    prototype_weights = mean_one_weights if weight_prototypes else reference_prototype_weights
     labels = labels.reshape(-1)
     loss = features.new_zeros(())
     for c, prototypes in enumerate(memory.prototypes):

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ssnet.losses import binary_dice_loss, soft_dice_loss
@@ -137,13 +138,16 @@ class VATResult:
 
 def vat_loss(network: nn.Module, x: torch.Tensor, *, xi: float = 10.0, eps: float = 10.0,
              power_iterations: int = 1, distance: Distance | str = "binary_dice",
-             target: torch.Tensor | None = None, uniform_draw: torch.Tensor | None = None) -> VATResult:
+             target: torch.Tensor | None = None, uniform_draw: torch.Tensor | None = None,
+             checkpoint_final: bool = False) -> VATResult:
     """VAT smoothness loss of ``network`` (forward returns logits or ``(logits, ...)``) at ``x``.
 
     target: the clean softmax probabilities if the caller already has them from an identical pass
         (the clean pass is then skipped, including its BatchNorm update); by default they are
         computed here without gradient in the network's current mode.
     uniform_draw: the U[0, 1) draw for the random direction (tests); default ``torch.rand``.
+    checkpoint_final: keep no activations of the final perturbed pass; backward recomputes it
+        (same dropout masks, running statistics still frozen): one extra forward for one graph less.
     The returned loss has gradient for the network's parameters (not for ``x``); parameter
     ``.grad`` fields are left untouched.
     """
@@ -166,10 +170,14 @@ def vat_loss(network: nn.Module, x: torch.Tensor, *, xi: float = 10.0, eps: floa
                 (grad_d,) = torch.autograd.grad(dist, d)
             d = l2_normalize_per_sample(grad_d)
         d_adv = d.detach()
-        loss = distance_fn(torch.softmax(_logits(network, x + eps * d_adv), dim=1), target)
+
+    def perturbed_distance(perturbed: torch.Tensor) -> torch.Tensor:
+        with frozen_running_stats(network):
+            return distance_fn(torch.softmax(_logits(network, perturbed), dim=1), target)
+
+    if checkpoint_final:
+        loss = torch.utils.checkpoint.checkpoint(perturbed_distance, x + eps * d_adv, use_reentrant=False)
+    else:
+        loss = perturbed_distance(x + eps * d_adv)
     return VATResult(loss=loss, d_unit=d_unit, d_adv=d_adv)
 
-
-def softmax_target(logits: torch.Tensor) -> torch.Tensor:
-    """Detached class probabilities, the VAT target from an existing clean forward."""
-    return F.softmax(logits.detach(), dim=1)

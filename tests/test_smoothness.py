@@ -170,3 +170,26 @@ def test_frozen_running_stats_restores_flags():
         bn(torch.randn(2, 3, 4, 4))
     assert bn.track_running_stats and int(bn.num_batches_tracked) == 0
     assert torch.equal(bn.running_mean, torch.zeros(3))
+
+
+def test_checkpointed_final_pass_gives_the_same_loss_gradients_and_statistics():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout2d(0.5),
+                        nn.Conv2d(4, 3, 1)).train()
+    x = torch.randn(2, 1, 8, 8)
+    initial = {k: v.clone() for k, v in net.state_dict().items()}
+    results = []
+    for checkpoint in (False, True):
+        net.load_state_dict(initial)
+        net.zero_grad()
+        torch.manual_seed(5)  # same direction and dropout masks in both runs
+        loss = vat_loss(net, x, distance="soft_dice", checkpoint_final=checkpoint).loss
+        loss.backward()
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        results.append((loss.detach(), [p.grad.clone() for p in net.parameters()], state))
+    (loss_a, grads_a, state_a), (loss_b, grads_b, state_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b)
+    for key in state_a:  # one clean-pass update in both; the recomputation updates nothing
+        torch.testing.assert_close(state_a[key], state_b[key])

@@ -11,7 +11,9 @@ import pytest
 from conftest import ROOT
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-PROJECT_FILES = ["Snakefile", "config.yaml", "configs", "rules", "scripts", "envs", "ssnet", "resources", "tests/data"]
+PROJECT_FILES = [
+    "Snakefile", "config.yaml", "configs", "rules", "scripts", "envs", "ssnet", "resources", "profiles", "tests/data"
+]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,9 @@ import numpy as np
 from ssnet.errors import DataError
 
 LA_LABEL_VALUES = (0, 255)
+LA_RELEASE_LABEL_VALUES = (0, 1)
 ACDC_LABEL_VALUES = (0, 1, 2, 3)
+LA_DEPTH = 88  # every real LA volume has 88 slices (z); another depth is a warning, not an error
 INFO_CFG_INT_KEYS = ("ED", "ES")
 
 
@@ -102,6 +104,41 @@ def read_h5(path: str | os.PathLike, keys: Iterable[str] = ("image", "label")) -
 
 
 # --------------------------------------------------------------------------- arrays
+def check_dtype(array: np.ndarray, path, what: str, exact: Sequence[str] = (), kind: str | None = None) -> None:
+    """The array's dtype must be one of ``exact`` (numpy names) or, with ``kind``, of that family.
+
+    ``kind``: ``"integer"`` (signed/unsigned integers) or ``"real"`` (integers or floats; no bool,
+    complex or structured types).
+    """
+    dtype = np.dtype(array.dtype)
+    if exact:
+        ok = dtype.name in exact
+        expected = " or ".join(exact)
+    elif kind == "integer":
+        ok = dtype.kind in "iu"
+        expected = "an integer type"
+    elif kind == "real":
+        ok = dtype.kind in "iuf"
+        expected = "an integer or floating-point type"
+    else:
+        raise ValueError("check_dtype needs exact dtypes or a kind")
+    if not ok:
+        raise DataError(f"wrong dtype in {path}: {what} is {dtype.name}, expected {expected}")
+
+
+def check_ndim(array: np.ndarray, ndim: int, path, what: str) -> None:
+    """The array must have ``ndim`` dimensions."""
+    if array.ndim != ndim:
+        raise DataError(f"{path}: {what} must be {ndim}D, got shape {tuple(array.shape)}")
+
+
+def la_depth_warning(depth: int, path) -> str | None:
+    """The warning text when an LA volume does not have the usual 88 slices (None when it has)."""
+    if int(depth) != LA_DEPTH:
+        return f"WARNING: {path} has {int(depth)} slices along z; real LA volumes have {LA_DEPTH}"
+    return None
+
+
 def check_same_geometry(image_path, label_path, image_shape, label_shape,
                         image_spacing=None, label_spacing=None) -> None:
     """Image and label must have the same shape (and spacing, when given)."""
@@ -118,14 +155,18 @@ def check_same_geometry(image_path, label_path, image_shape, label_shape,
             )
 
 
-def check_label_values(label: np.ndarray, allowed: Sequence[int], path) -> np.ndarray:
-    """Label values must lie in ``allowed`` and the label must not be empty. Returns the unique values."""
+def check_label_values(label: np.ndarray, allowed: Sequence[int], path, allow_empty: bool = False) -> np.ndarray:
+    """Label values must lie in ``allowed`` and (unless ``allow_empty``) the label must not be empty.
+
+    Returns the unique values. ``allow_empty`` is for single 2D slices (apex/base slices without
+    structures are normal); whole volumes must contain foreground.
+    """
     values = np.unique(label)
     bad = [v for v in values.tolist() if v not in set(allowed)]
     if bad:
         shown = ", ".join(str(v) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
         raise DataError(f"label file {path} has values outside {{{', '.join(map(str, allowed))}}}: {shown}")
-    if not np.any(values != 0):
+    if not allow_empty and not np.any(values != 0):
         raise DataError(f"label file {path} is empty (no foreground voxel)")
     return values
 

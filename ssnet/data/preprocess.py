@@ -3,7 +3,8 @@
 Output layout (one folder, written atomically: it appears complete or not at all)::
 
     <out>/splits/*.list                 copies of the split lists used (ACDC: + train_slices.list)
-    <out>/preprocess.json               dataset, seed, params, counts
+    <out>/preprocess.json               dataset, source, seed, params, counts, warnings
+    <out>/manifest.csv                  every input file, its SHA-256 and the outputs it produced
     LA:   <out>/cases/<ID>.h5           image float32 (X, Y, Z), label uint8 {0,1}, gzip
           <out>/crop_boxes.csv          per case: half-open x/y crop box, the 4 margins, raw/out shape
     ACDC: <out>/slices/<vol>_slice_K.h5 train.list volumes, one 2D slice each (K 1-based), image H x W
@@ -12,6 +13,10 @@ Output layout (one folder, written atomically: it appears complete or not at all
 
 Every input check (:mod:`ssnet.data.checks`) runs in a first pass over all cases, before anything
 is written; the second pass re-reads and writes.
+
+``source`` selects the input kind: ``raw`` (the challenge archives), ``synthetic`` (the generated
+archives in the raw formats; no real-data warnings) or ``preprocessed`` (the widely shared
+preprocessed releases, imported by :mod:`ssnet.data.release` into the same layout).
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ssnet.data import checks
+from ssnet.data.provenance import Manifest, add_split_lists
 from ssnet.data.splits import acdc_slice_names, check_disjoint, patients_of, read_splits
 from ssnet.errors import DataError
 from ssnet.io import atomic_dir, write_json, write_lines
 
 LA_PARAM_DEFAULTS = {"margin_low": 10, "margin_high": 20, "min_extent": 112}
 ACDC_PARAM_DEFAULTS: dict[str, Any] = {}
+SOURCES = ("raw", "synthetic", "preprocessed")
 _VOLUME = re.compile(r"^(patient\d+)_frame0([12])$")
 
 
@@ -96,6 +103,8 @@ def _la_read(root: Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     checks.require_file(lab_path, "label file", case_id)
     image, img_sp, _ = checks.read_image(img_path)
     label, lab_sp, _ = checks.read_image(lab_path)
+    checks.check_dtype(image, img_path, "the image", kind="real")
+    checks.check_dtype(label, lab_path, "the label", kind="integer")
     checks.check_same_geometry(img_path, lab_path, image.shape[::-1], label.shape[::-1], img_sp, lab_sp)
     checks.check_image_values(image, img_path)
     checks.check_label_values(label, checks.LA_LABEL_VALUES, lab_path)
@@ -112,17 +121,25 @@ def la_process_case(image_xyz: np.ndarray, label_xyz: np.ndarray, margins: Seque
     return image[x0:x1, y0:y1, :], label[x0:x1, y0:y1, :], (x0, x1, y0, y1)
 
 
-def _la_validate(root: Path, case_ids: Sequence[str]) -> None:
+def _la_validate(root: Path, case_ids: Sequence[str], warn_depth: bool = False) -> list[str]:
+    """Check every case (raising DataError); return the warnings (z depth other than 88 if asked)."""
     if len(set(case_ids)) != len(case_ids):
         dup = sorted({c for c in case_ids if list(case_ids).count(c) > 1})
         raise DataError(f"LA case list has duplicates: {', '.join(dup)}")
     checks.require_cases(root, case_ids)
+    warnings = []
     for cid in case_ids:
-        _la_read(root, cid)
+        image, _ = _la_read(root, cid)
+        warning = checks.la_depth_warning(image.shape[2], _la_paths(root, cid)[0]) if warn_depth else None
+        if warning:
+            _log(warning)
+            warnings.append(warning)
+    return warnings
 
 
 def _la_write(root: Path, case_ids: Sequence[str], out: Path, seed: int, margin_low: int, margin_high: int,
-              min_extent: int, margins: Mapping[str, Sequence[int]] | None) -> list[dict[str, Any]]:
+              min_extent: int, margins: Mapping[str, Sequence[int]] | None,
+              manifest: Manifest | None = None) -> list[dict[str, Any]]:
     (out / "cases").mkdir(parents=True, exist_ok=True)
     rows = []
     for i, cid in enumerate(case_ids, 1):
@@ -132,6 +149,10 @@ def _la_write(root: Path, case_ids: Sequence[str], out: Path, seed: int, margin_
         img_c, lab_c, box = la_process_case(image, label, m, min_extent)
         _write_h5(out / "cases" / f"{cid}.h5", img_c, lab_c,
                   {"case_id": cid, "crop_box_xy": np.asarray(box), "margins": np.asarray(m)})
+        if manifest is not None:
+            img_path, lab_path = _la_paths(root, cid)
+            manifest.add("image", cid, img_path, [f"cases/{cid}.h5", "crop_boxes.csv"])
+            manifest.add("label", cid, lab_path, [f"cases/{cid}.h5", "crop_boxes.csv"])
         rows.append({"case": cid, "x_lo": box[0], "x_hi": box[1], "y_lo": box[2], "y_hi": box[3],
                      "m_x_lo": m[0], "m_x_hi": m[1], "m_y_lo": m[2], "m_y_hi": m[3],
                      "raw_x": image.shape[0], "raw_y": image.shape[1], "raw_z": image.shape[2],
@@ -191,6 +212,8 @@ def _acdc_read(root: Path, volume: str) -> tuple[np.ndarray, np.ndarray, tuple[f
     img_path, lab_path = _acdc_frame_paths(root, volume)
     image, img_sp, _ = checks.read_image(img_path)
     label, lab_sp, _ = checks.read_image(lab_path)
+    checks.check_dtype(image, img_path, "the image", kind="real")
+    checks.check_dtype(label, lab_path, "the label", kind="integer")
     checks.check_same_geometry(img_path, lab_path, image.shape, label.shape, img_sp, lab_sp)
     checks.check_image_values(image, img_path)
     checks.check_label_values(label, checks.ACDC_LABEL_VALUES, lab_path)
@@ -233,7 +256,8 @@ def _acdc_validate(root: Path, splits: Mapping[str, Sequence[str]]) -> dict[str,
     return depth
 
 
-def _acdc_write(root: Path, splits: Mapping[str, Sequence[str]], out: Path) -> dict[str, int]:
+def _acdc_write(root: Path, splits: Mapping[str, Sequence[str]], out: Path,
+                manifest: Manifest | None = None) -> dict[str, int]:
     (out / "slices").mkdir(parents=True, exist_ok=True)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
     train = set(splits.get("train", []))
@@ -244,10 +268,18 @@ def _acdc_write(root: Path, splits: Mapping[str, Sequence[str]], out: Path) -> d
         image = acdc_normalise(image)
         label = label.astype(np.uint8)
         _write_h5(out / "volumes" / f"{v}.h5", image, label, {"spacing": np.asarray(spacing, dtype=np.float64)})
+        outputs = [f"volumes/{v}.h5"]
         if v in train:
             for k in range(image.shape[0]):
                 _write_h5(out / "slices" / f"{v}_slice_{k + 1}.h5", image[k], label[k])
+                outputs.append(f"slices/{v}_slice_{k + 1}.h5")
             n_slices += image.shape[0]
+        if manifest is not None:
+            patient = _parse_volume(v)[0]
+            img_path, lab_path = _acdc_frame_paths(root, v)
+            manifest.add("info", patient, root / patient / "Info.cfg", [f"volumes/{v}.h5"])
+            manifest.add("image", v, img_path, outputs)
+            manifest.add("label", v, lab_path, outputs)
         _log(f"[ACDC {i}/{len(volumes)}] {v}: {image.shape} spacing(z,y,x)={spacing}"
              + (f" -> {image.shape[0]} slices" if v in train else ""))
     return {"volumes": len(volumes), "slices": n_slices}

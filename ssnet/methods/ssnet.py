@@ -64,6 +64,9 @@ class SSNetParams:
     # softmax plus the second BatchNorm update, exact only for a deterministic network; "auto" =
     # reuse exactly when no dropout layer is active, otherwise separate.
     vat_target: str = "auto"
+    # Recompute the final perturbed pass during backward instead of keeping its activations:
+    # same maths (same dropout masks, frozen running statistics), one graph less, one forward more.
+    checkpoint_smoothness: bool = False
     feat_dim: int = 32  # projection/prediction width
 
 
@@ -165,7 +168,8 @@ class SSNet(Method):
         if p.smoothness:
             loss_smooth = vat_loss(self.network, image, xi=p.vat_xi, eps=p.vat_eps,
                                    power_iterations=p.power_iterations, distance=self.smoothness_distance,
-                                   target=probs.detach() if reuse else None).loss
+                                   target=probs.detach() if reuse else None,
+                                   checkpoint_final=p.checkpoint_smoothness).loss
 
         loss = (loss_sup + p.ce_weight * loss_ce
                 + weight * (loss_smooth + p.separation_weight * (loss_sep_l + loss_sep_u)))
