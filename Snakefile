@@ -19,6 +19,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/released.smk"
 
 
 # ---- target rules ------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ Variants:
 - ``ssnet-refexec``: the same maths executed the way the reference scripts do it (a second clean
   forward for the VAT target, the power-iteration backward also filling parameter gradients, explicit
   (pixels x prototypes) distance matrices in the separation loss): the same-conditions baseline;
-- ``ssnet-ckpt``: ``ssnet`` with ``checkpoint_smoothness`` (the final VAT pass is recomputed during
-  backward instead of being kept: one graph less, one forward more);
+- ``ssnet-lowmem``: ``ssnet`` with ``low_memory`` (the training forward and the heads are recomputed
+  during backward instead of being kept: about one network graph less, one forward more);
 - ``labelled-only``: the ``supervised`` method on the labelled-only batch.
 
 Each (configuration, variant, runtime) runs in a fresh subprocess so that ``ru_maxrss`` is its own
@@ -21,7 +21,7 @@ iteration forward + backward, final forward) over the step; the final pass's bac
 joint backward and is not included.
 
     .venv/bin/python benchmarks/step_time.py [--configs la-small acdc-small] [--variants ssnet labelled-only]
-        [--runtimes default tuned] [--threads 2] [--warmup 1] [--repeats 3] [--json out.json]
+        [--runtimes default tuned] [--threads 2] [--warmup 1] [--repeats 3] [--rounds 1] [--json out.json]
 
 Runtimes: ``default`` = contiguous + default malloc; ``tuned`` = channels_last + tuned malloc.
 """
@@ -59,7 +59,8 @@ CONFIGS = {
                               "rampup_iteration_offset": 0}},
 }
 # The reference implementation's SS-Net step on this machine, as given in the issue: (seconds, peak GB).
-REFERENCE_SSNET = {"la-small": (6.5, 3.2), "la-paper": (56.0, 12.8), "acdc-small": (3.7, 2.9), "acdc-paper": (26.0, 9.1)}
+REFERENCE_SSNET = {"la-small": (6.5, 3.2), "la-paper": (56.0, 12.8),
+                   "acdc-small": (3.7, 2.9), "acdc-paper": (26.0, 9.1)}
 
 
 # --------------------------------------------------------------------------- reference execution
@@ -87,7 +88,7 @@ def _vat_with_parameter_backward(network, x, *, xi, eps, power_iterations, dista
     return VATResult(loss, d_unit, d.detach())
 
 
-def _separation_with_distance_matrix(heads, features, labels, memory, weight_prototypes=False):
+def _separation_with_distance_matrix(heads, features, labels, memory, weight_prototypes=False, low_memory=False):
     """The separation loss through the explicit (features x prototypes) weighted distance matrix."""
     import torch
     import torch.nn.functional as F
@@ -127,8 +128,8 @@ def worker(config_name: str, variant: str, memory_format: str, threads: int, war
     else:
         cls = get_method_class("ssnet")
         params = dict(cfg["params"])
-        if variant == "ssnet-ckpt":
-            params["checkpoint_smoothness"] = True
+        if variant == "ssnet-lowmem":
+            params["low_memory"] = True
         if variant == "ssnet-refexec":
             params["vat_target"] = "separate"
             ssnet_method.vat_loss = _vat_with_parameter_backward
@@ -174,12 +175,13 @@ def worker(config_name: str, variant: str, memory_format: str, threads: int, war
             step_seconds.append(elapsed)
             smooth_share = sum(vat_seconds) / elapsed
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    load = os.getloadavg()[0]
     return {"config": config_name, "variant": variant, "memory_format": memory_format,
             "malloc": "tuned" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "default",
             "threads": threads, "batch": n_labelled + n_unlabelled, "shape": list(cfg["shape"]),
             "median_s": statistics.median(step_seconds), "steps_s": step_seconds,
             "smoothness_share": smooth_share if variant.startswith("ssnet") else None,
-            "peak_gb": peak_kib * 1024 / 1e9, "last_logs": out.logs}
+            "peak_gb": peak_kib * 1024 / 1e9, "load_1min": load, "last_logs": out.logs}
 
 
 def run_in_subprocess(config: str, variant: str, runtime: str, args) -> dict:
@@ -200,8 +202,9 @@ def run_in_subprocess(config: str, variant: str, runtime: str, args) -> dict:
 
 
 def format_table(results: list[dict]) -> str:
-    lines = ["| config | variant | runtime | batch | median s/iter | smoothness share | peak GB | reference s / GB | speed-up vs reference |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | variant | runtime | batch | median s/iter | smoothness share | peak GB | max load "
+             "| reference s / GB | speed-up vs reference |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ref_s, ref_gb = REFERENCE_SSNET[r["config"]]
         ssnet = r["variant"].startswith("ssnet")
@@ -209,19 +212,20 @@ def format_table(results: list[dict]) -> str:
         reference = f"{ref_s:g} / {ref_gb:g}" if ssnet else "-"
         speed_up = f"{ref_s / r['median_s']:.2f}x" if ssnet else "-"
         lines.append(f"| {r['config']} | {r['variant']} | {r['runtime']} | {r['batch']} | {r['median_s']:.2f} | "
-                     f"{share} | {r['peak_gb']:.2f} | {reference} | {speed_up} |")
+                     f"{share} | {r['peak_gb']:.2f} | {r['load_1min']:.1f} | {reference} | {speed_up} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["la-small", "acdc-small"], choices=sorted(CONFIGS))
-    parser.add_argument("--variants", nargs="+", default=["ssnet", "ssnet-refexec", "labelled-only"],
-                        choices=["ssnet", "ssnet-ckpt", "ssnet-refexec", "labelled-only"])
+    parser.add_argument("--variants", nargs="+", default=["ssnet", "ssnet-lowmem", "ssnet-refexec", "labelled-only"],
+                        choices=["ssnet", "ssnet-lowmem", "ssnet-refexec", "labelled-only"])
     parser.add_argument("--runtimes", nargs="+", default=["default", "tuned"], choices=sorted(RUNTIMES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the variant sequence (pooled steps)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", nargs=3, metavar=("CONFIG", "VARIANT", "MEMORY_FORMAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -231,13 +235,25 @@ def main() -> None:
     results = []
     for config in args.configs:
         for runtime in args.runtimes:
-            for variant in args.variants:
-                results.append(run_in_subprocess(config, variant, runtime, args))
-                r = results[-1]
-                print(f"{config} {variant} {runtime}: {r['median_s']:.2f} s/iter (steps {['%.2f' % s for s in r['steps_s']]}), "
-                      f"peak {r['peak_gb']:.2f} GB", flush=True)
-                if args.json:
-                    args.json.write_text(json.dumps(results, indent=1))
+            pooled: dict[str, dict] = {}
+            for _ in range(args.rounds):  # variants interleaved, so that load changes hit them alike
+                for variant in args.variants:
+                    r = run_in_subprocess(config, variant, runtime, args)
+                    print(f"{config} {variant} {runtime}: {r['median_s']:.2f} s/iter (steps "
+                          f"{['%.2f' % s for s in r['steps_s']]}), peak {r['peak_gb']:.2f} GB, "
+                          f"load {r['load_1min']:.1f}", flush=True)
+                    if variant in pooled:
+                        p = pooled[variant]
+                        p["steps_s"] += r["steps_s"]
+                        p["peak_gb"] = max(p["peak_gb"], r["peak_gb"])
+                        p["load_1min"] = max(p["load_1min"], r["load_1min"])
+                    else:
+                        pooled[variant] = r
+            for r in pooled.values():
+                r["median_s"] = statistics.median(r["steps_s"])
+                results.append(r)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1))
     print(format_table(results))
 
 

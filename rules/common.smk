@@ -27,19 +27,27 @@ except ConfigError as exc:
 
 DATASETS = enabled_datasets(config)
 DATA_HINT = {
-    "LA": "the folder that contains 'Training Set/<case ID>/lgemri.nrrd' and 'laendo.nrrd' "
-    "(2018 Atrial Segmentation Challenge)",
-    "ACDC": "the folder that contains 'training/patientNNN/' with Info.cfg and the ED/ES frames "
-    "(ACDC challenge training set)",
+    "raw": {
+        "LA": "the folder that contains 'Training Set/<case ID>/lgemri.nrrd' and "
+        "'laendo.nrrd' (2018 Atrial Segmentation Challenge)",
+        "ACDC": "the folder that contains 'training/patientNNN/' with Info.cfg and the ED/ES "
+        "frames (ACDC challenge training set)",
+    },
+    "preprocessed": {
+        "LA": "the folder that contains '2018LA_Seg_Training Set/<case ID>/mri_norm2.h5' "
+        "(the shared preprocessed LA release)",
+        "ACDC": "the folder that contains 'data/patientNNN_frame0F.h5' and 'data/slices/' "
+        "(the shared preprocessed ACDC release)",
+    },
 }
 
 
 def _check_raw_data():
     missing = [
         f"  datasets.{d}.raw_dir = '{config['datasets'][d]['raw_dir']}' is not a folder; "
-        f"it must be {DATA_HINT[d]}"
+        f"it must be {DATA_HINT[config['datasets'][d]['source']][d]}"
         for d in DATASETS
-        if config["datasets"][d]["source"] == "raw"
+        if config["datasets"][d]["source"] in ("raw", "preprocessed")
         and not Path(config["datasets"][d]["raw_dir"]).is_dir()
     ]
     if missing:
@@ -106,7 +114,7 @@ def final_outputs():
 
 # ---- data ----------------------------------------------------------------------------------------
 def raw_source(wildcards):
-    """Raw archive and split lists: generated for synthetic data, the user's folders otherwise."""
+    """Input release (raw archive or preprocessed release) and split lists; generated if synthetic."""
     block = config["datasets"][wildcards.dataset]
     if block["source"] == "synthetic":
         root = f"results/synthetic/{wildcards.dataset}"

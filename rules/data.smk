@@ -1,4 +1,6 @@
-# Stage 1: raw data (generated when the config asks for synthetic data) -> preprocessed HDF5.
+# Stage 1: input data -> preprocessed HDF5 (results/preprocessed/<D>/, with manifest.csv).
+# source raw: the challenge archive is checked and preprocessed; preprocessed: the shared
+# preprocessed release is checked and imported into the same layout; synthetic: generated first.
 
 
 rule make_synthetic:
@@ -39,5 +41,6 @@ rule preprocess:
         runtime=120,
     params:
         preprocessing=preprocessing_params,
+        source=lambda wildcards: config["datasets"][wildcards.dataset]["source"],
     script:
         "../scripts/preprocess.py"

@@ -1,4 +1,4 @@
-"""Snakemake adapter (rules/report.smk: aggregate): tables and figures of one dataset."""
+"""Snakemake adapter (rules/report.smk: aggregate): main table, runs and Dice-vs-labelled figure of one dataset."""
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
@@ -14,4 +14,6 @@ run_logged(
     snakemake.params.method_order,
     snakemake.params.schedule_profile,
     dict(snakemake.output.items()),
+    paper_results=snakemake.input.get("paper"),
+    data_source=snakemake.params.get("data_source"),
 )

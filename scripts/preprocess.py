@@ -1,4 +1,4 @@
-"""Snakemake adapter (rules/data.smk: preprocess): check and preprocess one dataset into HDF5."""
+"""Snakemake adapter (rules/data.smk: preprocess): check and preprocess (or import) one dataset."""
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
@@ -15,4 +15,5 @@ run_logged(
     snakemake.output[0],
     seed=params.pop("seed", 1337),
     params=params,
+    source=snakemake.params.source,
 )

@@ -26,6 +26,7 @@ from ``(B, C, *S)`` maps in the reference's (batch, spatial...) order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -116,8 +117,19 @@ def class_separation_term(features: torch.Tensor, prototypes: torch.Tensor,
     return total / (features.shape[0] * prototypes.shape[0])
 
 
+def _class_term(heads: SSNetHeads, c: int, features: torch.Tensor, mask: torch.Tensor,
+                prototypes: torch.Tensor, weight_prototypes: bool) -> torch.Tensor:
+    """Class c's weighted mean cosine distance between ``features[mask]`` and its prototypes."""
+    features_c = features[mask]
+    w = mean_one_weights(heads.selector(c), features_c.detach())
+    prototype_weights = mean_one_weights if weight_prototypes else reference_prototype_weights
+    v = prototype_weights(heads.memory_selector(c), F.normalize(prototypes, dim=1))
+    return class_separation_term(features_c, prototypes, w, v)
+
+
 def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Tensor,
-                    memory: PrototypeMemory, weight_prototypes: bool = False) -> torch.Tensor:
+                    memory: PrototypeMemory, weight_prototypes: bool = False,
+                    low_memory: bool = False) -> torch.Tensor:
     """Weighted cosine distance of predicted features (N, D) to their class prototypes.
 
     labels: (N,) ground truth (labelled pixels) or argmax pseudo-labels (unlabelled ones).
@@ -127,18 +139,21 @@ def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Ten
     weight_prototypes: False (reference) gives every prototype weight 1 (see
         :func:`reference_prototype_weights`); True uses sigmoid(memory_selector_c) rescaled to
         mean 1, as the paper describes, and then ``memory_selector_c`` is trained too.
+    low_memory: keep no per-pixel activations of the selectors and distances; backward recomputes
+        them (:func:`ssnet.smoothness.recompute_in_backward`).
     """
-    prototype_weights = mean_one_weights if weight_prototypes else reference_prototype_weights
+    from ssnet.smoothness import recompute_in_backward
+
     labels = labels.reshape(-1)
     loss = features.new_zeros(())
     for c, prototypes in enumerate(memory.prototypes):
         if prototypes is None or prototypes.shape[0] < 2:
             continue
-        features_c = features[labels == c]
-        if features_c.shape[0] < 2:
+        mask = labels == c
+        if int(mask.sum()) < 2:
             continue
-        prototypes = prototypes.detach()
-        w = mean_one_weights(heads.selector(c), features_c.detach())
-        v = prototype_weights(heads.memory_selector(c), F.normalize(prototypes, dim=1))
-        loss = loss + class_separation_term(features_c, prototypes, w, v)
+        term = partial(_class_term, heads, c, mask=mask, prototypes=prototypes.detach(),
+                       weight_prototypes=weight_prototypes)
+        loss = loss + (recompute_in_backward(term, features, stats_module=heads) if low_memory
+                       else term(features))
     return loss / memory.n_classes

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
@@ -86,6 +85,47 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def scratch_running_stats(module: nn.Module) -> Iterator[None]:
+    """Within the block, BatchNorm layers update copies of their running statistics; the originals
+    are put back afterwards (unlike :func:`frozen_running_stats`, the layers run exactly as usual)."""
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    saved = [(m, {n: getattr(m, n) for n in names}) for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    try:
+        for m, buffers in saved:
+            for name, value in buffers.items():
+                setattr(m, name, value.clone())
+        yield
+    finally:
+        for m, buffers in saved:
+            for name, value in buffers.items():
+                setattr(m, name, value)
+
+
+def recompute_in_backward(function: Callable[..., torch.Tensor], *inputs: torch.Tensor,
+                          stats_module: nn.Module):
+    """``function(*inputs)`` without keeping its activations: backward runs it again.
+
+    Gradient checkpointing that is safe for train-mode BatchNorm: the recomputation updates
+    throw-away copies of the running statistics of ``stats_module`` (train mode normalises with
+    batch statistics either way), so the real ones are updated once, by the original call; dropout
+    masks are reproduced (the RNG state is restored). Results and gradients equal the plain call's;
+    the cost is one more forward.
+    """
+    calls = 0
+
+    def run(*args: torch.Tensor):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return function(*args)
+        with scratch_running_stats(stats_module):
+            return function(*args)
+
+    return torch.utils.checkpoint.checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=True)
+
+
+@contextlib.contextmanager
 def repeated_running_stats_update(module: nn.Module, times: int = 2) -> Iterator[None]:
     """Within the block, each train-mode BatchNorm forward updates the running statistics as if the
     same batch had passed ``times`` times: momentum m becomes 1 - (1 - m)^times and
@@ -138,16 +178,13 @@ class VATResult:
 
 def vat_loss(network: nn.Module, x: torch.Tensor, *, xi: float = 10.0, eps: float = 10.0,
              power_iterations: int = 1, distance: Distance | str = "binary_dice",
-             target: torch.Tensor | None = None, uniform_draw: torch.Tensor | None = None,
-             checkpoint_final: bool = False) -> VATResult:
+             target: torch.Tensor | None = None, uniform_draw: torch.Tensor | None = None) -> VATResult:
     """VAT smoothness loss of ``network`` (forward returns logits or ``(logits, ...)``) at ``x``.
 
     target: the clean softmax probabilities if the caller already has them from an identical pass
         (the clean pass is then skipped, including its BatchNorm update); by default they are
         computed here without gradient in the network's current mode.
     uniform_draw: the U[0, 1) draw for the random direction (tests); default ``torch.rand``.
-    checkpoint_final: keep no activations of the final perturbed pass; backward recomputes it
-        (same dropout masks, running statistics still frozen): one extra forward for one graph less.
     The returned loss has gradient for the network's parameters (not for ``x``); parameter
     ``.grad`` fields are left untouched.
     """
@@ -170,14 +207,6 @@ def vat_loss(network: nn.Module, x: torch.Tensor, *, xi: float = 10.0, eps: floa
                 (grad_d,) = torch.autograd.grad(dist, d)
             d = l2_normalize_per_sample(grad_d)
         d_adv = d.detach()
-
-    def perturbed_distance(perturbed: torch.Tensor) -> torch.Tensor:
-        with frozen_running_stats(network):
-            return distance_fn(torch.softmax(_logits(network, perturbed), dim=1), target)
-
-    if checkpoint_final:
-        loss = torch.utils.checkpoint.checkpoint(perturbed_distance, x + eps * d_adv, use_reentrant=False)
-    else:
-        loss = perturbed_distance(x + eps * d_adv)
+        loss = distance_fn(torch.softmax(_logits(network, x + eps * d_adv), dim=1), target)
     return VATResult(loss=loss, d_unit=d_unit, d_adv=d_adv)
 

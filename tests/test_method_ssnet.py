@@ -130,6 +130,30 @@ def test_reused_target_equals_second_clean_forward(dim):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("dim", [3, 2])
+def test_low_memory_mode_is_the_same_computation(dim):
+    """Recomputing the forward and the heads in backward changes nothing: loss, grads, BN statistics."""
+    net_cfg = ({"arch": "vnet", "n_filters": 2, "dropout": True} if dim == 3
+               else {"arch": "unet", "channels": (4, 8, 16), "dropout": (0.1, 0.2, 0.5)})
+    results = {}
+    for low_memory in (False, True):
+        torch.manual_seed(0)
+        method = make_method(dim, network=net_cfg, low_memory=low_memory)
+        torch.manual_seed(1)
+        out = method.training_step(make_batch(dim), StepContext(3000, 30000))
+        out.loss.backward()
+        grads = [p.grad.clone() for p in method.parameters() if p.grad is not None]
+        results[low_memory] = (out.loss.detach(), bn_buffers(method), grads)
+    (loss_a, bn_a, grads_a), (loss_b, bn_b, grads_b) = results[False], results[True]
+    torch.testing.assert_close(loss_b, loss_a)
+    assert bn_a.keys() == bn_b.keys()
+    for key in bn_a:
+        torch.testing.assert_close(bn_b[key], bn_a[key])
+    assert len(grads_a) == len(grads_b)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
 def test_dropout_forces_a_separate_clean_pass():
     net_cfg = {"arch": "vnet", "n_filters": 2, "dropout": True}
     method = make_method(3, network=net_cfg)

@@ -252,3 +252,20 @@ def test_preprocess_acdc_direct_writes_all_volumes(acdc_synth, tmp_path):
     counts = preprocess_acdc(acdc_synth / "raw", splits, tmp_path / "out")
     assert counts["volumes"] == sum(len(v) for v in splits.values())
     assert len(list((tmp_path / "out" / "volumes").glob("*.h5"))) == counts["volumes"]
+
+
+def test_manifest_lists_every_input_with_sha256(la_synth, tmp_path):
+    from ssnet.data.provenance import read_manifest
+    from ssnet.io import sha256_file
+
+    out = tmp_path / "out"
+    preprocess_dataset("LA", la_synth / "raw", la_synth / "splits", out, seed=0, params={}, source="synthetic")
+    rows = read_manifest(out / "manifest.csv")
+    ids = read_list(la_synth / "splits" / "train.list") + read_list(la_synth / "splits" / "test.list")
+    images = {r["case"]: r for r in rows if r["role"] == "image"}
+    assert sorted(images) == sorted(ids) and sum(r["role"] == "label" for r in rows) == len(ids)
+    for row in rows:
+        assert sha256_file(row["input"]) == row["sha256"]
+        assert all((out / o).is_file() for o in row["outputs"])
+    assert images[ids[0]]["outputs"] == [f"cases/{ids[0]}.h5", "crop_boxes.csv"]
+    assert not any(Path(r["input"]).name in ("lawall.nrrd", "desktop.ini") for r in rows)

@@ -9,7 +9,8 @@ from ssnet.losses import soft_dice_loss
 from ssnet.networks import build_from_reference_state
 from ssnet.networks.reference_names import network_key_pairs, to_reference_state
 from ssnet.smoothness import (frozen_running_stats, l2_normalize_per_sample, random_unit_direction,
-                              repeated_running_stats_update, soft_dice_distance, vat_loss)
+                              recompute_in_backward, repeated_running_stats_update, soft_dice_distance,
+                              vat_loss)
 
 DISTANCE = {"vat3d": "binary_dice", "vat2d": "soft_dice"}
 
@@ -172,24 +173,25 @@ def test_frozen_running_stats_restores_flags():
     assert torch.equal(bn.running_mean, torch.zeros(3))
 
 
-def test_checkpointed_final_pass_gives_the_same_loss_gradients_and_statistics():
+def test_recompute_in_backward_matches_plain_call_with_bn_and_dropout():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout2d(0.5),
                         nn.Conv2d(4, 3, 1)).train()
     x = torch.randn(2, 1, 8, 8)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     results = []
-    for checkpoint in (False, True):
+    for recompute in (False, True):
         net.load_state_dict(initial)
         net.zero_grad()
-        torch.manual_seed(5)  # same direction and dropout masks in both runs
-        loss = vat_loss(net, x, distance="soft_dice", checkpoint_final=checkpoint).loss
-        loss.backward()
+        torch.manual_seed(5)  # same dropout masks in both runs
+        out = recompute_in_backward(net, x, stats_module=net) if recompute else net(x)
+        (out ** 2).mean().backward()
         state = {k: v.clone() for k, v in net.state_dict().items()}
-        results.append((loss.detach(), [p.grad.clone() for p in net.parameters()], state))
-    (loss_a, grads_a, state_a), (loss_b, grads_b, state_b) = results
-    torch.testing.assert_close(loss_a, loss_b)
+        results.append((out.detach(), [p.grad.clone() for p in net.parameters()], state))
+    (out_a, grads_a, state_a), (out_b, grads_b, state_b) = results
+    torch.testing.assert_close(out_a, out_b)
     for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b)
-    for key in state_a:  # one clean-pass update in both; the recomputation updates nothing
+    for key in state_a:  # one update in both: the recomputation leaves the statistics alone
         torch.testing.assert_close(state_a[key], state_b[key])
+    assert int(state_b["1.num_batches_tracked"]) == 1

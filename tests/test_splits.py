@@ -54,3 +54,51 @@ def test_missing_list(tmp_path):
     (tmp_path / "train.list").write_text("A\n")
     with pytest.raises(DataError, match="test.list"):
         read_splits(tmp_path, "LA")
+
+
+# --------------------------------------------------------------------------- official lists in training_split
+def _official_root(tmp_path, dataset):
+    import shutil
+
+    shutil.copytree(OFFICIAL / dataset, tmp_path / dataset / "splits")
+    return tmp_path / dataset
+
+
+@pytest.mark.parametrize("labelled", [4, 8])
+@pytest.mark.parametrize("n_val", [0, 8, 16])
+def test_la_official_labelled_and_leakage_free_validation(tmp_path, labelled, n_val):
+    from ssnet.data.loading import training_split
+
+    root = _official_root(tmp_path, "LA")
+    train = read_splits(OFFICIAL / "LA", "LA")["train"]
+    test = read_splits(OFFICIAL / "LA", "LA")["test"]
+    mode = "best_val" if n_val else "last"
+    split = training_split(root, "LA", str(labelled), {"mode": mode, "validation_cases": n_val})
+    assert split.labelled == train[:labelled]  # the first N of train.list, as the reference
+    assert split.validation == (train[80 - n_val:] if n_val else [])
+    assert not set(split.validation) & set(split.labelled)  # validation never labelled
+    assert not set(split.validation) & set(split.unlabelled)  # nor in the unlabelled pool
+    assert not set(split.validation) & set(test) and not split.validation_is_test
+    assert sorted(split.labelled + split.unlabelled + split.validation) == sorted(train)
+    assert len(split.unlabelled) == 80 - labelled - n_val
+
+
+def test_la_best_test_is_flagged(tmp_path):
+    from ssnet.data.loading import training_split
+
+    root = _official_root(tmp_path, "LA")
+    split = training_split(root, "LA", "8", {"mode": "best_test"})
+    assert split.validation_is_test and split.validation == read_splits(OFFICIAL / "LA", "LA")["test"]
+
+
+@pytest.mark.parametrize("patients,slices", [(3, 68), (7, 136), ("all", 1312)])
+def test_acdc_official_training_split(tmp_path, patients, slices):
+    from ssnet.data.loading import training_split
+
+    root = _official_root(tmp_path, "ACDC")
+    s = read_splits(OFFICIAL / "ACDC", "ACDC")
+    split = training_split(root, "ACDC", str(patients), {"mode": "best_val"})
+    assert split.labelled == s["train_slices"][:slices]
+    assert split.validation == s["val"] and not split.validation_is_test
+    assert len(split.unlabelled) == 1312 - slices
+    assert split.labelled_scans == (70 if patients == "all" else patients)

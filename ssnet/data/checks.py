@@ -61,6 +61,8 @@ def read_image(path: str | os.PathLike, dimension: int = 3):
         raise DataError(f"unreadable or truncated image file {path}: {_itk_reason(exc)}") from None
     if image.GetDimension() != dimension:
         raise DataError(f"{path}: expected a {dimension}D image, got {image.GetDimension()}D")
+    if np.issubdtype(array.dtype, np.floating) and path.name.endswith((".nii", ".nii.gz")):
+        _check_nifti_finite(path)
     return array, tuple(float(s) for s in image.GetSpacing()), tuple(int(s) for s in image.GetSize())
 
 
@@ -69,6 +71,28 @@ def _itk_reason(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK")]
     return (" | ".join(lines[-2:]) if lines else type(exc).__name__)[:400]
+
+
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI-1 datatype codes
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK's NIfTI reader silently turns NaN/inf voxels into 0: look at the stored floats instead."""
+    import gzip
+
+    data = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
+    if len(data) < 348:
+        return
+    order = "<" if np.frombuffer(data[:4], "<i4")[0] == 348 else ">"
+    dims = np.frombuffer(data[40:56], f"{order}i2")
+    code = int(np.frombuffer(data[70:72], f"{order}i2")[0])
+    offset = int(np.frombuffer(data[108:112], f"{order}f4")[0])
+    if code not in _NIFTI_FLOATS:
+        return
+    count = int(np.prod(dims[1:1 + max(int(dims[0]), 0)], dtype=np.int64))
+    voxels = np.frombuffer(data, f"{order}{_NIFTI_FLOATS[code]}", count=count, offset=offset)
+    if not np.all(np.isfinite(voxels)):
+        raise DataError(f"image file {path} contains NaN or infinite values")
 
 
 def _check_gzip(path: Path) -> None:

@@ -301,17 +301,23 @@ def preprocess_acdc(raw_dir: str | os.PathLike, splits: Mapping[str, Sequence[st
 # =========================================================================== entry point
 def preprocess_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike,
                        out_dir: str | os.PathLike, seed: int = 1337,
-                       params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                       params: Mapping[str, Any] | None = None, source: str = "raw") -> dict[str, Any]:
     """Read the split lists, check every input, then write the preprocessed dataset atomically.
 
+    ``source``: ``raw`` (challenge archive), ``synthetic`` (generated raw-format archive: as raw,
+    without the real-data warnings) or ``preprocessed`` (the shared preprocessed release, imported
+    by :func:`ssnet.data.release.import_release`; the LA crop parameters do not apply to it).
     LA params: ``margin_low``, ``margin_high``, ``min_extent`` (all cases of every list are
     processed). ACDC: no params. Unknown params raise ValueError. The split lists are copied to
-    ``out_dir/splits/`` (ACDC: ``train_slices.list`` is generated from the volumes if absent).
+    ``out_dir/splits/`` (ACDC: ``train_slices.list`` is generated from the volumes if absent), and
+    ``out_dir/manifest.csv`` records every input file with its SHA-256 and its outputs.
     """
     key = str(dataset).upper()
     defaults = {"LA": LA_PARAM_DEFAULTS, "ACDC": ACDC_PARAM_DEFAULTS}.get(key)
     if defaults is None:
         raise ValueError(f"unknown dataset {dataset!r}: expected 'LA' or 'ACDC'")
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}: expected one of {', '.join(SOURCES)}")
     params = dict(params or {})
     unknown = sorted(set(params) - set(defaults))
     if unknown:
@@ -320,25 +326,38 @@ def preprocess_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str
     p = {**defaults, **params}
     splits = read_splits(splits_dir, key)
     check_disjoint(splits)
-    summary: dict[str, Any] = {"dataset": key, "seed": int(seed), "params": p, "raw_dir": str(raw_dir),
+    summary: dict[str, Any] = {"dataset": key, "source": source, "seed": int(seed), "params": p,
+                               "raw_dir": str(raw_dir), "splits_dir": str(splits_dir),
                                "splits": {k: len(v) for k, v in splits.items()}}
+    if source == "preprocessed":
+        from ssnet.data.release import import_release
+
+        summary["params_note"] = "crop parameters do not apply: the release is already preprocessed"
+        return import_release(key, raw_dir, splits_dir, splits, out_dir, summary)
+    manifest = Manifest()
     if key == "LA":
         root = la_root(raw_dir)
         case_ids = [c for name in ("train", "val", "test") for c in splits.get(name, [])]
-        _la_validate(root, case_ids)
+        summary["warnings"] = _la_validate(root, case_ids, warn_depth=source == "raw")
         with atomic_dir(out_dir) as tmp:
-            rows = _la_write(root, case_ids, tmp, seed, p["margin_low"], p["margin_high"], p["min_extent"], None)
+            rows = _la_write(root, case_ids, tmp, seed, p["margin_low"], p["margin_high"], p["min_extent"], None,
+                             manifest)
             _copy_splits(splits_dir, splits, tmp)
+            add_split_lists(manifest, splits_dir, list(splits))
             summary["cases"] = len(rows)
+            manifest.write(tmp)
             write_json(tmp / "preprocess.json", summary)
     else:
         root = acdc_root(raw_dir)
         depth = _acdc_validate(root, splits)
         if "train_slices" not in splits:
             splits["train_slices"] = [s for v in splits["train"] for s in acdc_slice_names(v, depth[v])]
+        summary["warnings"] = []
         with atomic_dir(out_dir) as tmp:
-            summary.update(_acdc_write(root, splits, tmp))
+            summary.update(_acdc_write(root, splits, tmp, manifest))
             _copy_splits(splits_dir, splits, tmp)
+            add_split_lists(manifest, splits_dir, list(splits))
+            manifest.write(tmp)
             write_json(tmp / "preprocess.json", summary)
     return summary
 

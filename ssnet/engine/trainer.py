@@ -74,6 +74,15 @@ class _StopFlag:
         self.signal = signum
 
 
+def _worker_init(worker_id: int) -> None:
+    """Data-loading workers ignore the stop signals: SLURM (and a terminal) signal every process of the
+    job, and a worker killed by SIGTERM would make the DataLoader raise in the main process before it
+    has written its checkpoint. The main process shuts the workers down when it stops."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+    worker_init_fn(worker_id)
+
+
 class Trainer:
     """Trains one (dataset, method, labelled, seed) run."""
 
@@ -125,7 +134,7 @@ class Trainer:
         stream = self.batch_stream()
         workers = int(self.training.get("num_workers", 0))
         return torch.utils.data.DataLoader(stream, batch_size=None, shuffle=False, num_workers=workers,
-                                           worker_init_fn=worker_init_fn, persistent_workers=False,
+                                           worker_init_fn=_worker_init, persistent_workers=False,
                                            pin_memory=self.device.type == "cuda")
 
     # ----------------------------------------------------------------------------- validation
@@ -213,11 +222,12 @@ class Trainer:
                 self.log_rows.append(self.step(t, image, label))
                 done = t + 1
                 self.maybe_validate(done)
-                if done % every == 0 or flag.signal is not None:
+                stop = flag.signal  # read once: a signal arriving later is handled after the next step
+                if done % every == 0 or stop is not None:
                     self.save_checkpoint(done)
                 self.report_progress(done, total, started, index + 1)
-                if flag.signal is not None:
-                    raise Preempted(f"{self.tag} stopped by signal {flag.signal} at iteration {done}; "
+                if stop is not None:
+                    raise Preempted(f"{self.tag} stopped by signal {stop} at iteration {done}; "
                                     f"checkpoint written, rerun to resume")
                 if on_iteration_end:
                     on_iteration_end(done)

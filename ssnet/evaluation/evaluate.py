@@ -75,7 +75,8 @@ def qualitative_slice(image: np.ndarray, label: np.ndarray, prediction: np.ndarr
 
 
 def write_qualitative(path: str | Path, slices: list) -> None:
-    """``cases``/``slices`` arrays plus ``image_<i>``, ``label_<i>``, ``prediction_<i>`` per case."""
+    """``cases``/``slices`` arrays plus ``image_<i>``, ``label_<i>``, ``prediction_<i>`` per case
+    (read back by :func:`ssnet.report.predictions.read_qualitative`)."""
     arrays = {"cases": np.array([s[0] for s in slices], dtype=str),
               "slices": np.array([s[1] for s in slices], dtype=np.int64)}
     for i, (_, _, image, label, prediction) in enumerate(slices):
@@ -83,11 +84,3 @@ def write_qualitative(path: str | Path, slices: list) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
-
-
-def read_qualitative(path: str | Path) -> list[dict]:
-    """The slices written by :func:`write_qualitative`: one dict (case, slice, image, label, prediction) each."""
-    with np.load(path) as data:
-        return [{"case": str(case), "slice": int(index), "image": data[f"image_{i}"], "label": data[f"label_{i}"],
-                 "prediction": data[f"prediction_{i}"]} for i, (case, index) in enumerate(zip(data["cases"], data["slices"]))]
-

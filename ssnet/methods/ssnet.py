@@ -28,12 +28,13 @@ from torch import nn
 
 from ssnet.errors import ConfigError
 from ssnet.losses import binary_dice_loss, dice_loss
-from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
+from ssnet.methods.base import Batch, DatasetSpec, Method, StepContext, StepOutput, register_method
 from ssnet.networks import SSNetHeads
 from ssnet.ramps import consistency_weight
 from ssnet.separation import (build_prototype_memory, correct_foreground_mask, flatten_pixels,
                               separation_loss)
-from ssnet.smoothness import has_active_dropout, repeated_running_stats_update, vat_loss
+from ssnet.smoothness import (has_active_dropout, recompute_in_backward, repeated_running_stats_update,
+                              vat_loss)
 
 SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
 SMOOTHNESS_DISTANCE = ("auto", "binary_dice", "soft_dice")
@@ -64,9 +65,10 @@ class SSNetParams:
     # softmax plus the second BatchNorm update, exact only for a deterministic network; "auto" =
     # reuse exactly when no dropout layer is active, otherwise separate.
     vat_target: str = "auto"
-    # Recompute the final perturbed pass during backward instead of keeping its activations:
-    # same maths (same dropout masks, frozen running statistics), one graph less, one forward more.
-    checkpoint_smoothness: bool = False
+    # Keep no activations of the training forward and of the heads: backward recomputes them with
+    # the same dropout masks and frozen running statistics (same maths and BatchNorm updates; peak
+    # memory about one network graph lower, one more network + heads forward per iteration).
+    low_memory: bool = False
     feat_dim: int = 32  # projection/prediction width
 
 
@@ -94,7 +96,7 @@ class SSNet(Method):
 
     Params = SSNetParams
 
-    def __init__(self, params: SSNetParams, spec, network: dict):
+    def __init__(self, params: SSNetParams, spec: DatasetSpec, network: dict):
         super().__init__(params, spec, network)
         self.heads = SSNetHeads(spec.n_classes, dim_in=self.network.feature_channels, feat_dim=params.feat_dim)
         dim = spec.dim
@@ -124,6 +126,15 @@ class SSNet(Method):
             return self.params.vat_target == "reuse"
         return not has_active_dropout(self.network)
 
+    def predicted_features(self, flat: torch.Tensor) -> torch.Tensor:
+        """prediction_head(projection_head(flat)) for per-pixel features (N, F) -> (N, feat_dim)."""
+        def chain(x: torch.Tensor) -> torch.Tensor:
+            return self.heads.predict(self.heads.project(x))
+
+        if self.params.low_memory:
+            return recompute_in_backward(chain, flat, stats_module=self.heads)
+        return chain(flat)
+
     def separation_losses(self, features: torch.Tensor, probs: torch.Tensor,
                           label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_sep_labelled, L_sep_unlabelled) from the decoder features (B, F, *S) of the batch."""
@@ -136,14 +147,14 @@ class SSNet(Method):
             projected = heads.project(flat_l[correct])
         memory = build_prototype_memory(heads, projected, label_flat[correct], self.spec.n_classes,
                                         p.elements_per_class, p.keep_highest_ranked)
-        loss_l = separation_loss(heads, heads.predict(heads.project(flat_l)), label_flat, memory,
-                                 p.weight_prototypes)
+        loss_l = separation_loss(heads, self.predicted_features(flat_l), label_flat, memory,
+                                 p.weight_prototypes, p.low_memory)
         if features.shape[0] == n_l:
             return loss_l, features.new_zeros(())
         flat_u = flatten_pixels(features[n_l:])
         pseudo = prediction[n_l:].reshape(-1)
-        loss_u = separation_loss(heads, heads.predict(heads.project(flat_u)), pseudo, memory,
-                                 p.weight_prototypes)
+        loss_u = separation_loss(heads, self.predicted_features(flat_u), pseudo, memory,
+                                 p.weight_prototypes, p.low_memory)
         return loss_l, loss_u
 
     # ------------------------------------------------------------------------------------- step
@@ -154,7 +165,10 @@ class SSNet(Method):
         reuse = p.smoothness and self.reuse_training_forward()
         bn_twice = repeated_running_stats_update(self.network, 2) if reuse else contextlib.nullcontext()
         with bn_twice:
-            logits, features = self.network(image)
+            if p.low_memory:
+                logits, features = recompute_in_backward(self.network, image, stats_module=self.network)
+            else:
+                logits, features = self.network(image)
         probs = torch.softmax(logits, dim=1)
 
         loss_sup = self.supervised_loss(probs[:n_l], label)
@@ -168,8 +182,7 @@ class SSNet(Method):
         if p.smoothness:
             loss_smooth = vat_loss(self.network, image, xi=p.vat_xi, eps=p.vat_eps,
                                    power_iterations=p.power_iterations, distance=self.smoothness_distance,
-                                   target=probs.detach() if reuse else None,
-                                   checkpoint_final=p.checkpoint_smoothness).loss
+                                   target=probs.detach() if reuse else None).loss
 
         loss = (loss_sup + p.ce_weight * loss_ce
                 + weight * (loss_smooth + p.separation_weight * (loss_sep_l + loss_sep_u)))

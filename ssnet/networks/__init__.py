@@ -1,18 +1,25 @@
-"""Segmentation networks (3D VNet, 2D UNet), the SS-Net heads and reference-name mapping."""
+"""Segmentation networks (3D VNet, 2D UNet), the SS-Net heads, the comparison methods' networks
+(SDM dual head, MC-Net, URPC, SASSNet discriminator; built on a VNet/UNet backbone) and
+reference-name mapping."""
 
 from __future__ import annotations
 
 from torch import nn
 
+from .discriminator import Discriminator
 from .heads import MLPHead, SSNetHeads
+from .mcnet import MCNet
+from .multihead import DualHeadNet, signed_distance_map
 from .reference_names import (config_from_reference_state, load_reference_state,
                               split_reference_state, to_reference_state)
 from .unet import UNet
+from .urpc import URPCNet
 from .vnet import VNet
 
 ARCHITECTURES = {"vnet": VNet, "unet": UNet}
 
-__all__ = ["ARCHITECTURES", "MLPHead", "SSNetHeads", "UNet", "VNet", "build_network",
+__all__ = ["ARCHITECTURES", "Discriminator", "DualHeadNet", "MCNet", "MLPHead", "SSNetHeads", "UNet", "URPCNet",
+           "VNet", "build_network", "signed_distance_map",
            "build_from_reference_state", "config_from_reference_state", "count_parameters",
            "load_reference_state", "split_reference_state", "to_reference_state"]
 

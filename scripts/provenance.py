@@ -1,0 +1,14 @@
+"""Snakemake adapter (rules/report.smk: provenance): reproducibility CSV, resolved config, versions page."""
+
+import _project  # noqa: F401  (puts the project package on sys.path)
+
+from ssnet.jobs import run_logged
+from ssnet.report.provenance import provenance
+
+run_logged(
+    snakemake.log[0],
+    provenance,
+    list(snakemake.input.info),
+    dict(snakemake.params.config),
+    dict(snakemake.output.items()),
+)

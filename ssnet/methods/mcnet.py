@@ -1,0 +1,112 @@
+"""MC-Net (Wu et al., MICCAI 2021): mutual consistency between two decoders with sharpened targets.
+
+    p_k = softmax(decoder_k(encoder(x))),  k = 1, 2   (whole batch)
+    sharpen(p) = p^(1/T) / (p^(1/T) + (1 - p)^(1/T)),  T = temperature
+    L_mc = sum_{i != j} mean((p_i - sharpen(p_j))^2)
+    L = dice_weight * sum_k Dice_k + ce_weight * sum_k CE_k + lambda(t) * L_mc
+
+- 3D (LA, ``train_mcnet_3d.py``): Dice = binary Dice of the foreground softmax channel vs ``label == 1``
+  (:func:`ssnet.losses.binary_dice_loss`, reference ``Binary_dice_loss``), dice_weight 0.5,
+  w_max 1.0, ramp-up 40. 2D (ACDC, ``train_mcnet_2d.py``): mean over classes of the squared soft
+  Dice (:func:`ssnet.losses.dice_loss`), dice_weight 1.0, w_max 0.1, ramp-up 200.
+- CE is computed and logged, not added (``ce_weight`` 0). The sharpened targets are not detached:
+  the reference copies them into a buffer with in-place assignment, which keeps the graph
+  (``detach_targets`` offers the stop-gradient variant).
+- Both scripts increment their counter before lambda (``rampup_iteration_offset`` 1).
+- Test time: decoder 1 only (``MCNet.forward``).
+Defaults are the LA values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssnet.errors import ConfigError
+from ssnet.losses import binary_dice_loss, dice_loss
+from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
+from ssnet.methods.dtc import ramp_weight
+from ssnet.networks import MCNet as MCNetNetwork
+
+SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
+
+
+@dataclass
+class MCNetParams:
+    """MC-Net hyper-parameters (defaults: the reference LA script)."""
+
+    consistency: float = 1.0  # w_max; ACDC 0.1
+    consistency_rampup: float = 40.0  # ACDC 200
+    iters_per_epoch: int = 150
+    rampup_iteration_offset: int = 1  # counter incremented before lambda in both reference scripts
+    temperature: float = 0.1  # sharpening T
+    dice_weight: float = 0.5  # LA lamda 0.5; ACDC 1.0
+    ce_weight: float = 0.0  # reference computes CE but does not add it
+    supervised_dice: str = "auto"  # auto (3D: binary_foreground, 2D: multiclass) | binary_foreground | multiclass
+    detach_targets: bool = False  # False = reference (gradient flows through the sharpened targets)
+
+
+def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """p^(1/T) / (p^(1/T) + (1 - p)^(1/T)), elementwise (identity at T = 1)."""
+    a = p ** (1.0 / temperature)
+    return a / (a + (1.0 - p) ** (1.0 / temperature))
+
+
+def mutual_consistency(probs: list[torch.Tensor], temperature: float, detach_targets: bool = False) -> torch.Tensor:
+    """sum over ordered pairs i != j of mean((p_i - sharpen(p_j))^2)."""
+    targets = [sharpen(q.detach() if detach_targets else q, temperature) for q in probs]
+    loss = probs[0].new_zeros(())
+    for i, p_i in enumerate(probs):
+        for j, t_j in enumerate(targets):
+            if i != j:
+                loss = loss + F.mse_loss(p_i, t_j)
+    return loss
+
+
+@register_method("mcnet")
+class MCNet(Method):
+    """Shared encoder + two decoders (:class:`ssnet.networks.MCNet`)."""
+
+    Params = MCNetParams
+
+    def __init__(self, params: MCNetParams, spec, network: dict):
+        super().__init__(params, spec, network)
+        self.supervised_dice = params.supervised_dice
+        if self.supervised_dice not in SUPERVISED_DICE:
+            raise ConfigError(f"mcnet params: supervised_dice must be one of {list(SUPERVISED_DICE)}, "
+                              f"got {self.supervised_dice!r}")
+        if self.supervised_dice == "auto":
+            self.supervised_dice = "binary_foreground" if spec.dim == 3 else "multiclass"
+        if self.supervised_dice == "binary_foreground" and spec.n_classes != 2:
+            raise ConfigError(f"mcnet params: supervised_dice binary_foreground needs 2 classes, "
+                              f"dataset {spec.name} has {spec.n_classes}")
+        if params.temperature <= 0:
+            raise ConfigError(f"mcnet params: temperature must be > 0, got {params.temperature}")
+
+    def build_segmenter(self, network: dict) -> nn.Module:
+        kwargs = {k: v for k, v in network.items() if k != "arch"}
+        return MCNetNetwork(network["arch"], in_channels=self.spec.in_channels, n_classes=self.spec.n_classes,
+                            **kwargs)
+
+    def dice(self, probs_l: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.supervised_dice == "binary_foreground":
+            return binary_dice_loss(probs_l[:, 1], label == 1)
+        return dice_loss(probs_l, label, self.spec.n_classes)
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        p = self.params
+        n_l, label = batch.n_labelled, batch.label
+        outputs = self.network.forward_all(batch.image)
+        probs = [torch.softmax(o, dim=1) for o in outputs]
+        loss_dice = sum(self.dice(q[:n_l], label) for q in probs)
+        loss_ce = sum(F.cross_entropy(o[:n_l], label) for o in outputs)
+        loss_mc = mutual_consistency(probs, p.temperature, p.detach_targets)
+        weight = ramp_weight(ctx, p)
+        loss = p.dice_weight * loss_dice + p.ce_weight * loss_ce + weight * loss_mc
+        logs = {"loss_dice": loss_dice, "loss_ce": loss_ce, "loss_consistency": loss_mc}
+        logs = {k: float(v.detach()) for k, v in logs.items()}
+        logs["consistency_weight"] = weight
+        return StepOutput(loss, logs)

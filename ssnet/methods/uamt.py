@@ -1,0 +1,146 @@
+"""UA-MT (Yu et al., MICCAI 2019): uncertainty-aware mean teacher.
+
+L = ce_weight * CE_l + dice_weight * Dice_l + lambda(t) * L_con, with on the unlabelled part
+    L_con = sum(mask * (softmax(student) - softmax(teacher(x_u + noise)))^2) / (mask_normaliser * sum(mask) + 1e-16)
+    mask  = u < (threshold_base + threshold_ramp * sigmoid_rampup(t, max_iterations)) * ln 2
+where u is the entropy of the mean softmax of ``uncertainty_passes`` noisy teacher passes (dropout on;
+run as T/2 passes of the unlabelled batch repeated twice, as the reference). Noise:
+clamp(N(0, noise_std^2), -noise_clip, noise_clip). The consistency target is a separate noisy teacher
+pass (reference ``ema_output``), not the mean of the T passes. The mask (B_u, 1, *S) broadcasts over
+the classes while sum(mask) counts pixels, hence the reference's factor 2 (``mask_normaliser``).
+
+Teacher: an EMA copy of the student (a submodule, excluded from SGD), updated after each SGD step with
+alpha = min(1 - 1/(t + 1), ema_decay) on parameters only; like the reference it runs in train mode, so
+its BatchNorm uses batch statistics and its running statistics follow its own forwards. Test time uses
+the student (the reference saves and tests ``model``, not ``ema_model``).
+
+Dice: 3D (LA, reference ``train_LA_meanteacher_certainty_unlabel.py``) squared soft Dice of the
+foreground softmax channel vs ``label == 1`` (smooth 1e-5); 2D (ACDC, SSL4MIS) mean over classes.
+Defaults are the LA values; ACDC: consistency_rampup 200.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ssnet.errors import ConfigError
+from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
+from ssnet.methods.dtc import multiclass_squared_dice, ramp_weight, squared_dice
+from ssnet.ramps import sigmoid_rampup
+
+SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
+
+
+@dataclass
+class UAMTParams:
+    """UA-MT hyper-parameters (defaults: the reference LA script)."""
+
+    consistency: float = 0.1  # w_max of lambda(t)
+    consistency_rampup: float = 40.0  # ACDC (SSL4MIS) 200
+    iters_per_epoch: int = 150
+    rampup_iteration_offset: int = 0
+    ema_decay: float = 0.99
+    uncertainty_passes: int = 8  # T (even: T/2 passes of the doubled unlabelled batch)
+    noise_std: float = 0.1
+    noise_clip: float = 0.2
+    threshold_base: float = 0.75  # entropy threshold (base + ramp * sigmoid_rampup(t, max_iter)) * ln 2
+    threshold_ramp: float = 0.25
+    entropy_eps: float = 1e-6  # u = -sum p log(p + eps)
+    mask_normaliser: float = 2.0  # L_con denominator: mask_normaliser * sum(mask) + 1e-16
+    ce_weight: float = 0.5
+    dice_weight: float = 0.5
+    dice_smooth: float = 1e-5
+    supervised_dice: str = "auto"  # auto (3D: binary_foreground, 2D: multiclass) | binary_foreground | multiclass
+
+
+def ema_alpha(iteration: int, decay: float) -> float:
+    """min(1 - 1/(t + 1), decay): the true average early on, then the exponential one."""
+    return min(1.0 - 1.0 / (iteration + 1), decay)
+
+
+def uncertainty_mask(uncertainty: torch.Tensor, iteration: int, max_iterations: int, base: float,
+                     ramp: float) -> torch.Tensor:
+    """Float mask of pixels whose entropy is below (base + ramp * sigmoid_rampup(t, max)) * ln 2."""
+    threshold = (base + ramp * sigmoid_rampup(iteration, max_iterations)) * math.log(2)
+    return (uncertainty < threshold).to(uncertainty.dtype)
+
+
+@register_method("uamt")
+class UAMT(Method):
+    """Student (``network``) + EMA teacher (``teacher``)."""
+
+    Params = UAMTParams
+
+    def __init__(self, params: UAMTParams, spec, network: dict):
+        super().__init__(params, spec, network)
+        if params.uncertainty_passes < 2 or params.uncertainty_passes % 2:
+            raise ConfigError(f"uamt params: uncertainty_passes must be an even number >= 2, "
+                              f"got {params.uncertainty_passes}")
+        self.supervised_dice = params.supervised_dice
+        if self.supervised_dice not in SUPERVISED_DICE:
+            raise ConfigError(f"uamt params: supervised_dice must be one of {list(SUPERVISED_DICE)}, "
+                              f"got {self.supervised_dice!r}")
+        if self.supervised_dice == "auto":
+            self.supervised_dice = "binary_foreground" if spec.dim == 3 else "multiclass"
+        if self.supervised_dice == "binary_foreground" and spec.n_classes != 2:
+            raise ConfigError(f"uamt params: supervised_dice binary_foreground needs 2 classes, "
+                              f"dataset {spec.name} has {spec.n_classes}")
+        self.teacher = copy.deepcopy(self.network)
+        self.teacher.requires_grad_(False)
+
+    def supervised_losses(self, logits_l: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = torch.softmax(logits_l, dim=1)
+        if self.supervised_dice == "binary_foreground":
+            dice = squared_dice(probs[:, 1], label == 1, self.params.dice_smooth)
+        else:
+            dice = multiclass_squared_dice(probs, label, self.spec.n_classes, self.params.dice_smooth)
+        return F.cross_entropy(logits_l, label), dice
+
+    def _noise(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        return torch.clamp(torch.randn_like(x) * p.noise_std, -p.noise_clip, p.noise_clip)
+
+    @torch.no_grad()
+    def teacher_uncertainty(self, x_u: torch.Tensor) -> torch.Tensor:
+        """Per-pixel entropy (B_u, 1, *S) of the mean softmax of T noisy teacher passes."""
+        p = self.params
+        repeated = x_u.repeat(2, *([1] * (x_u.dim() - 1)))
+        passes = [self.teacher(repeated + self._noise(repeated))[0] for _ in range(p.uncertainty_passes // 2)]
+        probs = torch.softmax(torch.cat(passes), dim=1)
+        mean = probs.reshape(p.uncertainty_passes, x_u.shape[0], *probs.shape[1:]).mean(dim=0)
+        return -torch.sum(mean * torch.log(mean + p.entropy_eps), dim=1, keepdim=True)
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        p = self.params
+        n_l = batch.n_labelled
+        x_u = batch.image[n_l:]
+        noise = self._noise(x_u)  # drawn first, as the reference
+        logits, _ = self.network(batch.image)
+        loss_ce, loss_dice = self.supervised_losses(logits[:n_l], batch.label)
+        loss_con, mask_share = logits.new_zeros(()), 0.0
+        if x_u.shape[0]:
+            with torch.no_grad():
+                target = torch.softmax(self.teacher(x_u + noise)[0], dim=1)
+                uncertainty = self.teacher_uncertainty(x_u)
+            mask = uncertainty_mask(uncertainty, ctx.iteration, ctx.max_iterations, p.threshold_base,
+                                    p.threshold_ramp)
+            dist = (torch.softmax(logits[n_l:], dim=1) - target) ** 2
+            loss_con = torch.sum(mask * dist) / (p.mask_normaliser * torch.sum(mask) + 1e-16)
+            mask_share = float(mask.mean())
+        weight = ramp_weight(ctx, p)
+        loss = p.ce_weight * loss_ce + p.dice_weight * loss_dice + weight * loss_con
+        logs = {"loss_ce": float(loss_ce.detach()), "loss_dice": float(loss_dice.detach()),
+                "loss_consistency": float(loss_con.detach()), "mask_share": mask_share,
+                "consistency_weight": weight}
+        return StepOutput(loss, logs)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        alpha = ema_alpha(ctx.iteration, self.params.ema_decay)
+        for teacher, student in zip(self.teacher.parameters(), self.network.parameters()):
+            teacher.mul_(alpha).add_(student, alpha=1.0 - alpha)

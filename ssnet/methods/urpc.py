@@ -1,0 +1,96 @@
+"""URPC (Luo et al., MICCAI 2021): uncertainty-rectified pyramid consistency.
+
+The network (:class:`ssnet.networks.URPCNet`) gives four logits at input size: full resolution and
+the perturbed 1/2, 1/4, 1/8 auxiliary outputs (S = 4 scales).
+
+    L_sup = mean_s (ce_weight * CE_s + dice_weight * Dice_s)          (reference: (sum CE + sum Dice) / 8)
+    P     = mean_s p_s  (not detached, as the reference)
+    D_s   = KL(P || p_s) per pixel = sum_c P (log P - log p_s),  w_s = exp(-D_s)
+    L_s   = mean(w_s (P - p_s)^2) / (mean(w_s) + rectify_eps) + mean(D_s)      on the unlabelled part
+    L     = L_sup + lambda(t) * mean_s L_s
+
+Dice is the mean over classes of the squared soft Dice (SSL4MIS ``DiceLoss``) in 2D and 3D; log p_s is
+computed as log_softmax (the reference takes log of the softmax: the same up to rounding, without
+-inf for saturated pixels). Test time uses the full-resolution output (``URPCNet.forward``).
+SSL4MIS 2D values: w_max 0.1, ramp-up 200; the protocol uses them for LA as well (no LA reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
+from ssnet.methods.dtc import multiclass_squared_dice, ramp_weight
+from ssnet.networks import URPCNet
+
+
+@dataclass
+class URPCParams:
+    """URPC hyper-parameters (SSL4MIS ``train_uncertainty_rectified_pyramid_consistency_2D.py``)."""
+
+    consistency: float = 0.1
+    consistency_rampup: float = 200.0
+    iters_per_epoch: int = 150
+    rampup_iteration_offset: int = 0
+    ce_weight: float = 0.5
+    dice_weight: float = 0.5
+    dice_smooth: float = 1e-5
+    rectify_eps: float = 1e-8
+    aux_dropout: float = 0.5  # 1/8 output: channel dropout probability
+    feature_drop_low: float = 0.7  # 1/4 output: feature dropout threshold factor ~ U(low, high)
+    feature_drop_high: float = 0.9
+    feature_noise: float = 0.3  # 1/2 output: multiplicative noise ~ U(-x, x)
+    aux_upsample: str = "auto"  # auto (2D nearest, 3D trilinear) | nearest | bilinear | trilinear
+
+
+def rectified_consistency(probs_u: list[torch.Tensor], eps: float = 1e-8,
+                          log_probs_u: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean_s L_s, mean_s mean(D_s)) for per-scale softmax maps of the unlabelled part (B_u, C, *S)."""
+    mean = torch.stack(probs_u).mean(dim=0)
+    log_probs_u = log_probs_u or [torch.log(p) for p in probs_u]
+    losses, kls = [], []
+    for p_s, log_p_s in zip(probs_u, log_probs_u):
+        kl = torch.sum(F.kl_div(log_p_s, mean, reduction="none"), dim=1, keepdim=True)
+        w = torch.exp(-kl)
+        losses.append(torch.mean(w * (mean - p_s) ** 2) / (torch.mean(w) + eps) + torch.mean(kl))
+        kls.append(torch.mean(kl))
+    return sum(losses) / len(losses), sum(kls) / len(kls)
+
+
+@register_method("urpc")
+class URPC(Method):
+    """URPC network (backbone + three perturbed auxiliary heads)."""
+
+    Params = URPCParams
+
+    def build_segmenter(self, network: dict) -> nn.Module:
+        p = self.params
+        kwargs = {k: v for k, v in network.items() if k != "arch"}
+        return URPCNet(network["arch"], in_channels=self.spec.in_channels, n_classes=self.spec.n_classes,
+                       dropout_p=p.aux_dropout, feature_drop_low=p.feature_drop_low,
+                       feature_drop_high=p.feature_drop_high, noise=p.feature_noise,
+                       upsample_mode=None if p.aux_upsample == "auto" else p.aux_upsample, **kwargs)
+
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        p = self.params
+        n_l, label = batch.n_labelled, batch.label
+        outputs = self.network.forward_pyramid(batch.image)
+        probs = [torch.softmax(o, dim=1) for o in outputs]
+        ce = [F.cross_entropy(o[:n_l], label) for o in outputs]
+        dice = [multiclass_squared_dice(q[:n_l], label, self.spec.n_classes, p.dice_smooth) for q in probs]
+        loss_sup = sum(p.ce_weight * c + p.dice_weight * d for c, d in zip(ce, dice)) / len(outputs)
+        loss_con, mean_kl = outputs[0].new_zeros(()), outputs[0].new_zeros(())
+        if batch.image.shape[0] > n_l:
+            log_probs = [torch.log_softmax(o[n_l:], dim=1) for o in outputs]
+            loss_con, mean_kl = rectified_consistency([q[n_l:] for q in probs], p.rectify_eps, log_probs)
+        weight = ramp_weight(ctx, p)
+        loss = loss_sup + weight * loss_con
+        logs = {"loss_sup": loss_sup, "loss_ce": ce[0], "loss_dice": dice[0], "loss_consistency": loss_con,
+                "mean_kl": mean_kl}
+        logs = {k: float(v.detach()) for k, v in logs.items()}
+        logs["consistency_weight"] = weight
+        return StepOutput(loss, logs)

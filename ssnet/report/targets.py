@@ -1,0 +1,54 @@
+"""Input/output file lists of the report rules (rules/report.smk), computed from the config.
+
+Kept in the package (not in the Snakefile) so that the rules file holds rules only; the run layout
+is the one of rules/common.smk: ``results/runs/<D>/<method>/<labelled>/seed<S>/``.
+"""
+
+from __future__ import annotations
+
+from ssnet.config import FULL, labelled_values
+
+RUN_FILES = {"metrics": "test_metrics.csv", "info": "run_info.json", "train_log": "train_log.csv",
+             "val_log": "val_log.csv", "predictions": "predictions.npz"}
+TABLES_SUBCATEGORY = "All labelled counts"
+
+
+def runs_of(config: dict, dataset: str) -> list[tuple[str, str, int]]:
+    """(method, labelled, seed) of every training run of a dataset (as rules/common.smk)."""
+    return [(method, labelled, seed) for method in config["datasets"][dataset]["methods"]
+            for labelled in labelled_values(config, dataset, method) for seed in config["seeds"]]
+
+
+def run_path(dataset: str, method: str, labelled: str, seed: int, name: str) -> str:
+    return f"results/runs/{dataset}/{method}/{labelled}/seed{seed}/{name}"
+
+
+def figure_labelled_values(config: dict, dataset: str) -> list[str]:
+    """Labelled wildcard values of a dataset's runs: the labelled counts, then 'all' when trained."""
+    return list(dict.fromkeys(labelled for _, labelled, _ in runs_of(config, dataset)))
+
+
+def labelled_figure_inputs(config: dict, dataset: str, labelled: str) -> dict[str, list[str]]:
+    """Run files of one labelled count plus the full-supervision runs (the reference)."""
+    runs = [run for run in runs_of(config, dataset) if run[1] in (labelled, FULL)]
+    return {key: [run_path(dataset, *run, name) for run in runs] for key, name in RUN_FILES.items()}
+
+
+def all_run_info_files(config: dict, datasets: list[str]) -> list[str]:
+    return [run_path(d, *run, "run_info.json") for d in datasets for run in runs_of(config, d)]
+
+
+def labelled_subcategory(labelled: str) -> str:
+    return "Full supervision" if labelled == FULL else f"{labelled} labelled"
+
+
+def report_targets(config: dict, datasets: list[str]) -> list[str]:
+    """Every table, figure and summary of the report stage (for rule all)."""
+    outputs = ["results/tables/reproducibility.csv", "results/summary.md"]
+    for dataset in datasets:
+        tables = ["main_table.html", "ablation.html", "significance.html"] + (["per_class.html"] if dataset == "ACDC" else [])
+        outputs += [f"results/tables/{dataset}/{name}" for name in tables]
+        outputs.append(f"results/figures/{dataset}/dice_vs_labelled.png")
+        outputs += [f"results/figures/{dataset}/{labelled}/{name}.png" for labelled in figure_labelled_values(config, dataset)
+                    for name in ("training_curves", "dice_distribution", "qualitative")]
+    return outputs

@@ -1,0 +1,458 @@
+"""Both real input kinds (raw archives, preprocessed releases) of LA and ACDC, on miniature copies of
+their layouts with every official case ID: import, provenance, and every input check."""
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ssnet.data.fixtures import acdc_depths, make_layout
+from ssnet.data.preprocess import preprocess_dataset
+from ssnet.data.provenance import read_manifest
+from ssnet.errors import DataError
+from ssnet.io import read_list, sha256_file, write_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL = ROOT / "resources" / "splits"
+LA_TRAIN = read_list(OFFICIAL / "LA" / "train.list")
+LA_TEST = read_list(OFFICIAL / "LA" / "test.list")
+ACDC_TRAIN = read_list(OFFICIAL / "ACDC" / "train.list")
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("layouts")
+    for dataset in ("LA", "ACDC"):
+        for kind in ("raw", "preprocessed"):
+            make_layout(dataset, kind, root / dataset / kind, seed=2)
+    return root
+
+
+def _work(layouts: Path, dataset: str, kind: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of one layout and of the official lists."""
+    work, splits = tmp_path / "in", tmp_path / "splits"
+    shutil.copytree(layouts / dataset / kind, work)
+    shutil.copytree(OFFICIAL / dataset, splits)
+    return work, splits
+
+
+def _run(dataset, kind, work, splits, out):
+    return preprocess_dataset(dataset, work, splits, out, seed=1, params={}, source=kind)
+
+
+# --------------------------------------------------------------------------- fixture layouts
+def test_layouts_have_every_official_case(layouts):
+    la_raw = layouts / "LA" / "raw" / "Training Set"
+    assert sorted(p.name for p in la_raw.iterdir()) == sorted(LA_TRAIN + LA_TEST)
+    assert any((la_raw / c / "lawall.nrrd").exists() for c in LA_TRAIN)
+    assert any((la_raw / c / "desktop.ini").exists() for c in LA_TRAIN + LA_TEST)
+    img = sitk.ReadImage(str(la_raw / LA_TRAIN[0] / "lgemri.nrrd"))
+    assert img.GetSize()[2] == 88 and img.GetPixelIDTypeAsString() == "8-bit unsigned integer"
+    la_pre = layouts / "LA" / "preprocessed" / "2018LA_Seg_Training Set"
+    with h5py.File(la_pre / LA_TEST[0] / "mri_norm2.h5", "r") as f:
+        assert f["image"].dtype == np.float32 and f["label"].dtype == np.uint8 and f["image"].shape[2] == 88
+    acdc_raw = layouts / "ACDC" / "raw" / "training"
+    assert len([p for p in acdc_raw.iterdir() if p.name.startswith("patient")]) == 100
+    info = (acdc_raw / "patient090" / "Info.cfg").read_text()
+    assert "ED: 4" in info and "ES: 11" in info
+    assert (acdc_raw / "patient090" / "patient090_frame04_gt.nii.gz").is_file()
+    depth = acdc_depths(OFFICIAL / "ACDC")
+    data = layouts / "ACDC" / "preprocessed" / "data"
+    assert len(list(data.glob("patient*.h5"))) == 200
+    assert len(list((data / "slices").glob("*.h5"))) == sum(depth.values()) == 1902
+
+
+def test_fixture_generator_is_deterministic(tmp_path):
+    a = make_layout("ACDC", "raw", tmp_path / "a", seed=3)
+    b = make_layout("ACDC", "raw", tmp_path / "b", seed=3)
+    assert a == b
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.nii.gz"))[:20]
+    assert all(sha256_file(tmp_path / "a" / f) == sha256_file(tmp_path / "b" / f) for f in files)
+
+
+# --------------------------------------------------------------------------- both kinds end in one layout
+@pytest.mark.parametrize("kind", ["raw", "preprocessed"])
+def test_la_import_layout_and_manifest(layouts, tmp_path, kind):
+    out = tmp_path / "out"
+    summary = _run("LA", kind, layouts / "LA" / kind, OFFICIAL / "LA", out)
+    assert summary["source"] == kind and summary["cases"] == 100 and summary["warnings"] == []
+    assert sorted(p.stem for p in (out / "cases").iterdir()) == sorted(LA_TRAIN + LA_TEST)
+    assert read_list(out / "splits" / "train.list") == LA_TRAIN
+    with h5py.File(out / "cases" / f"{LA_TRAIN[0]}.h5", "r") as f:
+        image, label = f["image"][()], f["label"][()]
+    assert image.dtype == np.float32 and label.dtype == np.uint8 and set(np.unique(label)) == {0, 1}
+    assert image.shape[2] == 88
+    rows = read_manifest(out / "manifest.csv")
+    inputs = {Path(r["input"]).name for r in rows}
+    assert "desktop.ini" not in inputs and "lawall.nrrd" not in inputs
+    assert {"train.list", "test.list"} <= inputs
+    data_rows = [r for r in rows if r["role"] != "split_list"]
+    assert len(data_rows) == (200 if kind == "raw" else 100)  # image + label per case / one h5 per case
+    for row in rows:
+        assert sha256_file(row["input"]) == row["sha256"] and Path(row["input"]).stat().st_size == row["bytes"]
+        assert row["outputs"] and all((out / o).is_file() for o in row["outputs"])
+    if kind == "preprocessed":  # imported byte for byte
+        row = next(r for r in rows if r["case"] == LA_TEST[0])
+        assert sha256_file(out / row["outputs"][0]) == row["sha256"]
+    else:
+        assert (out / "crop_boxes.csv").is_file()
+    assert json.loads((out / "preprocess.json").read_text())["source"] == kind
+
+
+@pytest.mark.parametrize("kind", ["raw", "preprocessed"])
+def test_acdc_import_layout_and_manifest(layouts, tmp_path, kind):
+    out = tmp_path / "out"
+    summary = _run("ACDC", kind, layouts / "ACDC" / kind, OFFICIAL / "ACDC", out)
+    assert (summary["volumes"], summary["slices"]) == (200, 1312)
+    slices = read_list(OFFICIAL / "ACDC" / "train_slices.list")
+    assert sorted(p.stem for p in (out / "slices").iterdir()) == sorted(slices)
+    assert read_list(out / "splits" / "train_slices.list") == slices
+    with h5py.File(out / "volumes" / "patient090_frame01.h5", "r") as f:
+        image, label = f["image"][()], f["label"][()]
+        has_spacing = "spacing" in f.attrs
+    assert has_spacing == (kind == "raw")  # the preprocessed release does not record spacing
+    assert image.dtype == np.float32 and image.min() == 0 and image.max() == 1
+    assert set(np.unique(label)) <= {0, 1, 2, 3}
+    with h5py.File(out / "slices" / "patient090_frame01_slice_1.h5", "r") as f:
+        np.testing.assert_array_equal(f["image"][()], image[0])
+    rows = read_manifest(out / "manifest.csv")
+    names = {Path(r["input"]).name for r in rows}
+    assert not any(n.endswith("_4d.nii.gz") or n == "desktop.ini" for n in names)
+    if kind == "raw":  # patient090: ED is frame 4 -> frame01, ES frame 11 -> frame02
+        row = next(r for r in rows if r["input"].endswith("patient090_frame04.nii.gz"))
+        assert row["outputs"][0] == "volumes/patient090_frame01.h5"
+        row = next(r for r in rows if r["input"].endswith("patient090_frame11_gt.nii.gz"))
+        assert row["outputs"][0] == "volumes/patient090_frame02.h5"
+        assert sum(r["role"] == "info" for r in rows) == 100
+    else:
+        assert sum(r["role"] == "release_slice" for r in rows) == 1312
+    for row in rows[:50] + rows[-50:]:
+        assert sha256_file(row["input"]) == row["sha256"]
+        assert all((out / o).is_file() for o in row["outputs"])
+
+
+def test_preprocessed_release_without_train_slices_list(layouts, tmp_path):
+    _, splits = _work(layouts, "ACDC", "preprocessed", tmp_path)
+    (splits / "train_slices.list").unlink()
+    summary = _run("ACDC", "preprocessed", layouts / "ACDC" / "preprocessed", splits, tmp_path / "out")
+    assert summary["slices"] == 1312  # every slice of the train volumes, K = 1..Z
+
+
+# --------------------------------------------------------------------------- warnings (not errors)
+def _write_nrrd(array_zyx, path, spacing=(1.0, 1.0, 1.0)):
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path), useCompression=False)
+
+
+def _read(path):
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image.GetSpacing()
+
+
+def test_la_raw_depth_other_than_88_is_a_warning(layouts, tmp_path, capsys):
+    work, splits = _work(layouts, "LA", "raw", tmp_path)
+    folder = work / "Training Set" / LA_TEST[-1]
+    for name in ("lgemri.nrrd", "laendo.nrrd"):
+        arr, _ = _read(folder / name)
+        _write_nrrd(np.ascontiguousarray(arr[:60]), folder / name)
+    summary = _run("LA", "raw", work, splits, tmp_path / "out")
+    message = f"WARNING: {folder / 'lgemri.nrrd'} has 60 slices along z; real LA volumes have 88"
+    assert summary["warnings"] == [message]
+    assert message in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "preprocess.json").read_text())["warnings"] == [message]
+
+
+def test_synthetic_source_has_no_depth_warning(tmp_path, capsys):
+    from ssnet.data.synthetic import make_synthetic
+
+    make_synthetic("LA", tmp_path / "raw", tmp_path / "splits", {"n_cases": 3, "size_xy": (32, 32), "n_slices": 8})
+    summary = preprocess_dataset("LA", tmp_path / "raw", tmp_path / "splits", tmp_path / "out", source="synthetic",
+                                 params={"min_extent": 16})
+    assert summary["warnings"] == [] and "WARNING" not in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown data source 'nrrd'"):
+        preprocess_dataset("LA", tmp_path / "raw", tmp_path / "splits", tmp_path / "o2", source="nrrd")
+
+
+# --------------------------------------------------------------------------- bad inputs
+def _h5_rewrite(path: Path, **changes):
+    with h5py.File(path, "r") as f:
+        data = {k: f[k][()] for k in f.keys()}
+    data.update(changes)
+    path.unlink()
+    with h5py.File(path, "w") as f:
+        for key, value in data.items():
+            if value is not None:
+                f.create_dataset(key, data=value)
+
+
+def _h5(path: Path, key: str) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f[key][()]
+
+
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _break_la_raw(work: Path, splits: Path, defect: str):
+    root = work / "Training Set"
+    folder = root / LA_TRAIN[0]
+    img, lab = folder / "lgemri.nrrd", folder / "laendo.nrrd"
+    arr, _ = _read(lab)
+    image, _ = _read(img)
+    if defect == "missing_cases":
+        for cid in (LA_TRAIN[3], LA_TEST[5]):
+            shutil.rmtree(root / cid)
+        return [LA_TRAIN[3], LA_TEST[5], "2 listed case(s) missing"]
+    if defect == "missing_label":
+        lab.unlink()
+        return [f"missing label file for case {LA_TRAIN[0]}: {lab}"]
+    if defect == "truncated":
+        _truncate(img)
+        return [f"unreadable or truncated image file {img}"]
+    if defect == "label_dtype":
+        _write_nrrd((arr > 0).astype(np.float32) * 255, lab)
+        return [f"wrong dtype in {lab}: the label is float32, expected an integer type"]
+    if defect == "image_dtype":
+        _write_nrrd(np.stack([image, image], axis=-1).astype(np.float32), img)  # a 2-component vector image
+        return [str(img)]
+    if defect == "shape":
+        _write_nrrd(np.ascontiguousarray(arr[:, :-2, :]), lab)
+        return ["shape mismatch", str(img), str(lab)]
+    if defect == "geometry":
+        _write_nrrd(arr, lab, spacing=(1.0, 1.0, 2.5))
+        return ["geometry mismatch", str(lab), "spacing"]
+    if defect == "label_values":
+        _write_nrrd((arr > 0).astype(np.uint8), lab)
+        return [f"label file {lab} has values outside {{0, 255}}: 1"]
+    if defect == "empty_label":
+        _write_nrrd(np.zeros_like(arr), lab)
+        return [f"label file {lab} is empty"]
+    if defect == "nan_image":
+        bad = image.astype(np.float32)
+        bad[0, 0, 0] = np.nan
+        _write_nrrd(bad, img)
+        return [f"image file {img} contains NaN"]
+    if defect == "constant_image":
+        _write_nrrd(np.full_like(image, 9), img)
+        return [f"image file {img} is constant"]
+    if defect == "overlap":
+        write_lines(splits / "test.list", LA_TEST + [LA_TRAIN[7]])
+        return ["split lists 'train' and 'test' overlap", LA_TRAIN[7]]
+    raise AssertionError(defect)
+
+
+def _break_la_pre(work: Path, splits: Path, defect: str):
+    root = work / "2018LA_Seg_Training Set"
+    path = root / LA_TRAIN[0] / "mri_norm2.h5"
+    image, label = _h5(path, "image"), _h5(path, "label")
+    if defect == "missing_cases":
+        (root / LA_TRAIN[9] / "mri_norm2.h5").unlink()  # folder left, file gone
+        shutil.rmtree(root / LA_TEST[0])
+        return [LA_TRAIN[9], LA_TEST[0], "2 listed case(s) missing", "(no <ID>/mri_norm2.h5)"]
+    if defect == "truncated":
+        _truncate(path)
+        return [f"unreadable or truncated h5 file {path}"]
+    if defect == "missing_dataset":
+        _h5_rewrite(path, label=None)
+        return [f"{path}: dataset 'label' missing"]
+    if defect == "image_dtype":
+        _h5_rewrite(path, image=image.astype(np.float64))
+        return [f"wrong dtype in {path}: dataset 'image' is float64, expected float32"]
+    if defect == "label_dtype":
+        _h5_rewrite(path, label=label.astype(np.int64))
+        return [f"wrong dtype in {path}: dataset 'label' is int64, expected uint8"]
+    if defect == "ndim":
+        _h5_rewrite(path, image=image[:, :, 0], label=label[:, :, 0])
+        return [f"{path}: dataset 'image' must be 3D"]
+    if defect == "shape":
+        _h5_rewrite(path, label=np.ascontiguousarray(label[:-1]))
+        return [f"shape mismatch in {path}"]
+    if defect == "label_values":
+        _h5_rewrite(path, label=(label * 255).astype(np.uint8))
+        return [f"label file {path} has values outside {{0, 1}}: 255"]
+    if defect == "empty_label":
+        _h5_rewrite(path, label=np.zeros_like(label))
+        return [f"label file {path} is empty"]
+    if defect == "nan_image":
+        bad = image.copy()
+        bad[3, 3, 3] = np.nan
+        _h5_rewrite(path, image=bad)
+        return [f"image file {path} contains NaN"]
+    if defect == "constant_image":
+        _h5_rewrite(path, image=np.zeros_like(image))
+        return [f"image file {path} is constant"]
+    if defect == "overlap":
+        write_lines(splits / "train.list", LA_TRAIN + [LA_TEST[2]])
+        return ["overlap", LA_TEST[2]]
+    raise AssertionError(defect)
+
+
+def _acdc_frames(work: Path, patient: str) -> tuple[Path, Path, Path, Path]:
+    folder = work / "training" / patient
+    info = dict(line.split(": ") for line in (folder / "Info.cfg").read_text().splitlines())
+    ed, es = folder / f"{patient}_frame{int(info['ED']):02d}", folder / f"{patient}_frame{int(info['ES']):02d}"
+    return Path(f"{ed}.nii.gz"), Path(f"{ed}_gt.nii.gz"), Path(f"{es}.nii.gz"), Path(f"{es}_gt.nii.gz")
+
+
+def _write_nii(array, path, spacing):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _break_acdc_raw(work: Path, splits: Path, defect: str):
+    patient = ACDC_TRAIN[0].split("_")[0]
+    folder = work / "training" / patient
+    ed_img, ed_gt, es_img, es_gt = _acdc_frames(work, patient)
+    label, spacing = _read(es_gt)
+    image, _ = _read(es_img)
+    if defect == "missing_cases":
+        for p in ("patient001", "patient050"):
+            shutil.rmtree(work / "training" / p)
+        return ["2 listed case(s) missing", "patient001", "patient050"]
+    if defect == "missing_ed":
+        ed_img.unlink()
+        return [f"missing ED frame image for case {patient}_frame01: {ed_img}"]
+    if defect == "missing_es_gt":
+        es_gt.unlink()
+        return [f"missing ES frame label for case {patient}_frame02: {es_gt}"]
+    if defect == "info_line":
+        (folder / "Info.cfg").write_text("ED 1\nES: 11\n")
+        return [f"malformed Info.cfg {folder / 'Info.cfg'}: line 1 is not 'KEY: value'"]
+    if defect == "info_missing_es":
+        (folder / "Info.cfg").write_text("ED: 1\nGroup: NOR\n")
+        return [f"malformed Info.cfg {folder / 'Info.cfg'}: key 'ES' missing"]
+    if defect == "info_not_int":
+        (folder / "Info.cfg").write_text("ED: 1\nES: twelve\n")
+        return [f"malformed Info.cfg {folder / 'Info.cfg'}: ES is not an integer"]
+    if defect == "missing_info":
+        (folder / "Info.cfg").unlink()
+        return [f"missing Info.cfg: {folder / 'Info.cfg'}"]
+    if defect == "truncated":
+        _truncate(es_img)
+        return [f"unreadable or truncated image file {es_img}"]
+    if defect == "label_dtype":
+        _write_nii(label.astype(np.float32), es_gt, spacing)
+        return [f"wrong dtype in {es_gt}: the label is float32, expected an integer type"]
+    if defect == "shape":
+        _write_nii(np.ascontiguousarray(label[:, 1:, :]), es_gt, spacing)
+        return ["shape mismatch", str(es_gt)]
+    if defect == "geometry":
+        _write_nii(label, es_gt, (spacing[0], spacing[1], spacing[2] * 2))
+        return ["geometry mismatch", str(es_gt)]
+    if defect == "label_values":
+        _write_nii(np.where(label == 3, 4, label).astype(label.dtype), es_gt, spacing)
+        return [f"label file {es_gt} has values outside {{0, 1, 2, 3}}: 4"]
+    if defect == "empty_label":
+        _write_nii(np.zeros_like(label), es_gt, spacing)
+        return [f"label file {es_gt} is empty"]
+    if defect == "nan_image":
+        bad = image.astype(np.float32)
+        bad[0, 0, 0] = np.nan
+        _write_nii(bad, es_img, spacing)
+        return [f"image file {es_img} contains NaN"]
+    if defect == "constant_image":
+        _write_nii(np.full_like(image, 100), es_img, spacing)
+        return [f"image file {es_img} is constant"]
+    if defect == "overlap":
+        val = read_list(splits / "val.list")
+        write_lines(splits / "val.list", val + ["patient099_frame02"])
+        return ["overlap", "patient099_frame02"]
+    raise AssertionError(defect)
+
+
+def _break_acdc_pre(work: Path, splits: Path, defect: str):
+    data = work / "data"
+    vol = data / f"{ACDC_TRAIN[0]}.h5"
+    sl = data / "slices" / f"{ACDC_TRAIN[0]}_slice_2.h5"
+    image, label = _h5(vol, "image"), _h5(vol, "label")
+    if defect == "missing_cases":
+        (data / "patient001_frame01.h5").unlink()
+        (data / "patient070_frame02.h5").unlink()
+        return ["2 listed volume(s) missing", "patient001_frame01", "patient070_frame02"]
+    if defect == "missing_slices":
+        (data / "slices" / f"{ACDC_TRAIN[0]}_slice_1.h5").unlink()
+        (data / "slices" / f"{ACDC_TRAIN[5]}_slice_3.h5").unlink()
+        return [f"{ACDC_TRAIN[0]}_slice_1", f"{ACDC_TRAIN[5]}_slice_3", "2 listed slice(s) missing"]
+    if defect == "truncated":
+        _truncate(vol)
+        return [f"unreadable or truncated h5 file {vol}"]
+    if defect == "image_dtype":
+        _h5_rewrite(sl, image=_h5(sl, "image").astype(np.float64))
+        return [f"wrong dtype in {sl}: dataset 'image' is float64, expected float32"]
+    if defect == "label_dtype":
+        _h5_rewrite(vol, label=label.astype(np.float32))
+        return [f"wrong dtype in {vol}: dataset 'label' is float32, expected uint8"]
+    if defect == "shape":
+        _h5_rewrite(vol, label=np.ascontiguousarray(label[:, 1:]))
+        return [f"shape mismatch in {vol}"]
+    if defect == "slice_shape":
+        _h5_rewrite(sl, image=_h5(sl, "image")[1:], label=_h5(sl, "label")[1:])
+        return ["shape mismatch", str(sl), str(vol)]
+    if defect == "label_values":
+        _h5_rewrite(vol, label=np.where(label == 1, 5, label).astype(np.uint8))
+        return [f"label file {vol} has values outside {{0, 1, 2, 3}}: 5"]
+    if defect == "slice_label_values":
+        _h5_rewrite(sl, label=np.full_like(_h5(sl, "label"), 7))
+        return [f"label file {sl} has values outside {{0, 1, 2, 3}}: 7"]
+    if defect == "empty_label":
+        _h5_rewrite(vol, label=np.zeros_like(label))
+        return [f"label file {vol} is empty"]
+    if defect == "nan_image":
+        bad = _h5(sl, "image").copy()
+        bad[0, 0] = np.nan
+        _h5_rewrite(sl, image=bad)
+        return [f"image file {sl} contains NaN"]
+    if defect == "constant_image":
+        _h5_rewrite(vol, image=np.ones_like(image))
+        return [f"image file {vol} is constant"]
+    if defect == "slice_beyond_depth":
+        slices = read_list(splits / "train_slices.list")
+        write_lines(splits / "train_slices.list", slices + [f"{ACDC_TRAIN[0]}_slice_{image.shape[0] + 1}"])
+        return ["slice indices beyond the volume depth", f"{ACDC_TRAIN[0]}_slice_{image.shape[0] + 1}"]
+    if defect == "overlap":
+        test = read_list(splits / "test.list")
+        write_lines(splits / "test.list", test + [ACDC_TRAIN[1]])
+        return ["overlap", ACDC_TRAIN[1]]
+    raise AssertionError(defect)
+
+
+BREAKERS = {("LA", "raw"): _break_la_raw, ("LA", "preprocessed"): _break_la_pre,
+            ("ACDC", "raw"): _break_acdc_raw, ("ACDC", "preprocessed"): _break_acdc_pre}
+DEFECTS = [
+    *[("LA", "raw", d) for d in ("missing_cases", "missing_label", "truncated", "label_dtype", "image_dtype",
+                                 "shape", "geometry", "label_values", "empty_label", "nan_image", "constant_image",
+                                 "overlap")],
+    *[("LA", "preprocessed", d) for d in ("missing_cases", "truncated", "missing_dataset", "image_dtype",
+                                          "label_dtype", "ndim", "shape", "label_values", "empty_label",
+                                          "nan_image", "constant_image", "overlap")],
+    *[("ACDC", "raw", d) for d in ("missing_cases", "missing_ed", "missing_es_gt", "info_line", "info_missing_es",
+                                   "info_not_int", "missing_info", "truncated", "label_dtype", "shape", "geometry",
+                                   "label_values", "empty_label", "nan_image", "constant_image", "overlap")],
+    *[("ACDC", "preprocessed", d) for d in ("missing_cases", "missing_slices", "truncated", "image_dtype",
+                                            "label_dtype", "shape", "slice_shape", "label_values",
+                                            "slice_label_values", "empty_label", "nan_image", "constant_image",
+                                            "slice_beyond_depth", "overlap")],
+]
+
+
+@pytest.mark.parametrize("dataset,kind,defect", DEFECTS, ids=["-".join(d) for d in DEFECTS])
+def test_bad_input_is_reported_and_nothing_written(layouts, tmp_path, dataset, kind, defect):
+    work, splits = _work(layouts, dataset, kind, tmp_path)
+    expected = BREAKERS[dataset, kind](work, splits, defect)
+    out = tmp_path / "results" / "preprocessed" / dataset
+    with pytest.raises(DataError) as err:
+        _run(dataset, kind, work, splits, out)
+    message = str(err.value)
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{dataset}.*"))  # no temporary folder left behind
