@@ -12,6 +12,7 @@ from ssnet.config import (  # noqa: E402
     validate_config,
 )
 from ssnet.errors import ConfigError  # noqa: E402
+from ssnet.report.targets import report_targets  # noqa: E402
 
 
 def _stop(message):
@@ -109,7 +110,7 @@ def final_outputs():
             ("tables", "main_table.md"),
             ("figures", "dice_vs_labelled.png"),
         )
-    ]
+    ] + report_targets(config, DATASETS)
 
 
 # ---- data ----------------------------------------------------------------------------------------

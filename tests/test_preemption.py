@@ -154,6 +154,54 @@ def test_sigusr1_checkpoints_and_resumes(preprocessed, tmp_path):
         assert torch.equal(resumed["state_dict"][key], value), key
 
 
+_TRAIN_SCRIPT = """
+import sys
+sys.path[:0] = [{tests!r}, {root!r}]
+from conftest import tiny_run_config
+from ssnet.engine.trainer import RunOutputs, train
+cfg = tiny_run_config("LA", iterations=60, checkpoint_every=1000, log_every=1, num_workers=2)
+out = {out!r}
+train(cfg, 3, {data!r}, RunOutputs(*(out + "/" + f for f in ("model.pt", "train_log.csv", "val_log.csv",
+                                                              "run_info.json"))), {ckpt!r})
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_signal_to_the_whole_job_with_loader_workers(preprocessed, tmp_path, sig):
+    """SLURM signals every process of a job step, data-loading workers included: the trainer must still
+    checkpoint (workers ignore the stop signals instead of dying and making the DataLoader raise)."""
+    script = tmp_path / "job.py"
+    script.write_text(_TRAIN_SCRIPT.format(tests=str(ROOT / "tests"), root=str(ROOT), data=str(preprocessed["LA"]),
+                                           out=str(tmp_path / "out"), ckpt=str(tmp_path / "ckpt")))
+    job = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    try:
+        lines = []
+        while not any(" it 10/" in line for line in lines[-1:]):
+            line = job.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        os.killpg(job.pid, sig)  # the whole process group, as a scheduler does
+        output = "".join(lines) + job.communicate(timeout=120)[0]
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode != 0 and f"stopped by signal {int(sig)}" in output, output[-3000:]
+    assert "DataLoader worker" not in output, output[-3000:]
+    stopped = load_torch(tmp_path / "ckpt" / "last.pt")["iteration"]
+    assert stopped >= 10
+
+    resumed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and f"resumed from" in resumed.stderr, resumed.stderr[-3000:]
+    cfg = tiny_run_config("LA", iterations=60, checkpoint_every=1000, log_every=1, num_workers=2)
+    full = tmp_path / "full"
+    train(cfg, 3, preprocessed["LA"], RunOutputs(full / "model.pt", full / "train_log.csv", full / "val_log.csv",
+                                                 full / "run_info.json"), tmp_path / "ckpt_full")
+    want, got = load_torch(full / "model.pt")["state_dict"], load_torch(tmp_path / "out" / "model.pt")["state_dict"]
+    for key, value in want.items():
+        assert torch.equal(got[key], value), key
+
+
 def test_sigterm_to_training_job_is_retried_and_resumes(reference, tmp_path):
     """Local run (no SLURM): SIGTERM to the training script's process mid-run; Snakemake retries the job."""
     checkout = make_checkout(tmp_path)
