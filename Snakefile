@@ -20,6 +20,7 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/released.smk"
+include: "rules/cost.smk"
 
 
 # ---- target rules ------------------------------------------------------------------------------

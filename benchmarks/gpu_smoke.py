@@ -15,6 +15,8 @@ CPU, only to check the script itself).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import resource
@@ -75,8 +77,10 @@ def smoke(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="gpu_smoke_") as tmp:
         tmp = Path(tmp)
         started = time.perf_counter()
-        make_synthetic(args.dataset, tmp / "raw", tmp / "splits", synthetic, seed=0)
-        preprocess_dataset(args.dataset, tmp / "raw", tmp / "splits", tmp / "pre", seed=0, params=preprocessing)
+        with contextlib.redirect_stderr(io.StringIO()):  # per-case preprocessing lines
+            make_synthetic(args.dataset, tmp / "raw", tmp / "splits", synthetic, seed=0)
+            preprocess_dataset(args.dataset, tmp / "raw", tmp / "splits", tmp / "pre", seed=0,
+                               params=preprocessing)
         data_seconds = time.perf_counter() - started
 
         trainer = Trainer(cfg, 1, tmp / "pre", tmp / "ckpt", threads=args.threads, progress=lambda line: None)

@@ -162,10 +162,10 @@ def worker(config_name: str, variant: str, memory_format: str, threads: int, war
     optimiser = torch.optim.SGD(method.optimised_parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     batch = Batch(image, label)
 
-    step_seconds = []
+    step_seconds, cpu_seconds = [], []
     for iteration in range(warmup + repeats):
         vat_seconds.clear()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         optimiser.zero_grad(set_to_none=True)
         out = method.training_step(batch, StepContext(iteration + 6000, 15000))
         out.loss.backward()
@@ -173,6 +173,7 @@ def worker(config_name: str, variant: str, memory_format: str, threads: int, war
         elapsed = time.perf_counter() - start
         if iteration >= warmup:
             step_seconds.append(elapsed)
+            cpu_seconds.append(time.process_time() - cpu_start)
             smooth_share = sum(vat_seconds) / elapsed
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     load = os.getloadavg()[0]
@@ -180,6 +181,7 @@ def worker(config_name: str, variant: str, memory_format: str, threads: int, war
             "malloc": "tuned" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "default",
             "threads": threads, "batch": n_labelled + n_unlabelled, "shape": list(cfg["shape"]),
             "median_s": statistics.median(step_seconds), "steps_s": step_seconds,
+            "median_cpu_s": statistics.median(cpu_seconds),
             "smoothness_share": smooth_share if variant.startswith("ssnet") else None,
             "peak_gb": peak_kib * 1024 / 1e9, "load_1min": load, "last_logs": out.logs}
 

@@ -97,7 +97,8 @@ def enabled_datasets(config: dict) -> list[str]:
 def labelled_values(config: dict, dataset: str, method: str) -> list[str]:
     """Labelled wildcard values of one method on one dataset (``all`` = full supervision)."""
     block = config["datasets"][dataset]
-    values = [str(n) for n in block["labelled"]]
+    counts = config["methods"][method].get("labelled", {}).get(dataset, block["labelled"])
+    values = [str(n) for n in counts]
     method_type = config["methods"][method]["type"]
     if block.get("full_supervision", True) and method_type == "supervised":
         values.append(FULL)

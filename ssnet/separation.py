@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnet.networks import SSNetHeads
+from ssnet.smoothness import recompute_in_backward
 
 
 def flatten_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -142,8 +143,6 @@ def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Ten
     low_memory: keep no per-pixel activations of the selectors and distances; backward recomputes
         them (:func:`ssnet.smoothness.recompute_in_backward`).
     """
-    from ssnet.smoothness import recompute_in_backward
-
     labels = labels.reshape(-1)
     loss = features.new_zeros(())
     for c, prototypes in enumerate(memory.prototypes):

@@ -61,3 +61,38 @@ def tiny_run_config(dataset: str, method: str = "supervised", labelled: str = "2
     small["selection"] = {"mode": "last"}
     config["datasets"][dataset] = merge(config["datasets"][dataset], small)
     return run_config(config, dataset, method, labelled)
+
+
+PROJECT_FILES = ["Snakefile", "config.yaml", "configs", "rules", "scripts", "envs", "ssnet", "resources", "profiles",
+                 "report", "tests/data"]
+FAST_DEMO = ["--configfile", "configs/demo.yaml", "tests/data/fast_demo.yaml"]
+
+
+def copy_project(root: Path) -> Path:
+    """A clean copy of the workflow's tracked parts (no results, no .snakemake) under ``root``."""
+    import shutil
+
+    for name in PROJECT_FILES:
+        source, target = ROOT / name, root / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+    return root
+
+
+def run_snakemake(cwd: Path, *args: str, timeout: int = 1800):
+    """``python -m snakemake ARGS`` in ``cwd``; returns the CompletedProcess (output captured)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo DAG (with the fast test overlay) run once per session in a clean copy: (root, process)."""
+    root = copy_project(tmp_path_factory.mktemp("demo_checkout"))
+    return root, run_snakemake(root, "all", "--cores", "2", *FAST_DEMO)

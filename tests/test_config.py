@@ -89,3 +89,10 @@ def test_uniform_schedule_profile_drops_method_schedules(config):
     config["schedule_profile"] = "uniform"
     run = run_config(config, "ACDC", "supervised", "3")
     assert run["training"]["lr_policy"] == "constant" and run["schedule_profile"] == "uniform"
+
+
+def test_method_can_restrict_its_labelled_counts(config):
+    config["methods"]["ssnet_no_sep"]["labelled"] = {"LA": [8]}
+    validate_config(config)
+    assert labelled_values(config, "LA", "ssnet_no_sep") == ["8"]
+    assert labelled_values(config, "ACDC", "ssnet_no_sep") == ["3", "7"]

@@ -129,3 +129,36 @@ def test_device_selects_training_env_and_gpu_request(checkout, device):
         gpus = int(re.search(r"\bgpu=(\d+)", resources).group(1)) if "gpu=" in resources else 0
         wanted = 1 if device == "cuda" and rule in ("train", "evaluate") else 0
         assert gpus == wanted, f"device {device}: rule {rule} requests gpu={gpus}"
+
+
+def test_gpu_smoke_says_clearly_when_there_is_no_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: run benchmarks/gpu_smoke.py itself")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "no CUDA device" in done.stderr and "needs a GPU" in done.stderr
+
+
+def test_amp_and_cudnn_switches_only_act_on_cuda(preprocessed, tmp_path):
+    """`amp: true` / `cudnn_benchmark: true` with a CPU device change nothing (AMP is CUDA-only)."""
+    import torch
+
+    from conftest import tiny_run_config
+    from ssnet.engine.checkpoint import load_torch
+    from ssnet.engine.trainer import RunOutputs, Trainer, train
+
+    def run(name, **switches):
+        cfg = {**tiny_run_config("ACDC", iterations=3), "device": "cpu", **switches}
+        out = tmp_path / name
+        train(cfg, 2, preprocessed["ACDC"], RunOutputs(out / "model.pt", out / "train_log.csv", out / "val_log.csv",
+                                                       out / "run_info.json"), tmp_path / f"ckpt_{name}")
+        return load_torch(out / "model.pt")["state_dict"]
+
+    trainer = Trainer({**tiny_run_config("ACDC"), "device": "cpu", "amp": True}, 2, preprocessed["ACDC"],
+                      tmp_path / "ckpt")
+    assert trainer.amp is False and not trainer.scaler.is_enabled()
+    plain, switched = run("plain"), run("switched", amp=True, cudnn_benchmark=True)
+    for key, value in plain.items():
+        assert torch.equal(switched[key], value), key

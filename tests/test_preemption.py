@@ -192,7 +192,7 @@ def test_signal_to_the_whole_job_with_loader_workers(preprocessed, tmp_path, sig
     assert stopped >= 10
 
     resumed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0 and f"resumed from" in resumed.stderr, resumed.stderr[-3000:]
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
     cfg = tiny_run_config("LA", iterations=60, checkpoint_every=1000, log_every=1, num_workers=2)
     full = tmp_path / "full"
     train(cfg, 3, preprocessed["LA"], RunOutputs(full / "model.pt", full / "train_log.csv", full / "val_log.csv",

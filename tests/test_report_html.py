@@ -1,7 +1,6 @@
 """The Snakemake HTML report as a reader sees it: rendered by headless Chromium (Debian `chromium`).
 
-Runs the demo DAG (tiny overlay: 12 iterations, one seed, SS-Net on LA) in a clean copy of the
-project, builds ``snakemake --report``, then lets Chromium execute the report's React app. A small
+Uses the session's demo run (tests/data/fast_demo.yaml overlay, in a clean copy of the project), builds ``snakemake --report``, then lets Chromium execute the report's React app. A small
 probe script, appended to a copy of the report, clicks through the app's own menus (category ->
 subcategory -> each result's view button) and records what the content pane shows; ``--dump-dom``
 returns the DOM after the scripts ran. The test then checks that every table (an iframe with the
@@ -14,37 +13,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import FAST_DEMO, run_snakemake
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
     reason="Debian's `chromium` is not installed (apt-get install -y chromium; .ci/run installs it in CI)",
 )
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-PROJECT_FILES = ["Snakefile", "config.yaml", "configs", "rules", "scripts", "envs", "ssnet", "resources", "report",
-                 "tests/data"]
-OVERLAY = """
-seeds: [1]
-methods:
-  ssnet:
-    type: ssnet
-    label: {LA: SS-Net, ACDC: SS-Net}
-datasets:
-  LA:
-    methods: [supervised, ssnet]
-    training: {iterations: 12, checkpoint_every: 6, log_every: 6}
-    selection: {mode: best_val, val_every: 6, val_start: 6, validation_cases: 2}
-  ACDC:
-    training: {iterations: 12, checkpoint_every: 6, log_every: 6}
-    selection: {mode: best_val, val_every: 6, val_start: 6}
-"""
 
 # Appended to a copy of the report: drives the app through its own links and buttons, then writes
 # what it saw as JSON into <pre id="probe"> (read back from --dump-dom).
@@ -125,33 +104,13 @@ def chromium(*args, user_data_dir, timeout=180):
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    """A finished demo run and its self-contained HTML report (SSNET_TEST_REPORT=<report.html> reuses one)."""
+def report(demo_run) -> Path:
+    """The session's demo run and its self-contained HTML report (SSNET_TEST_REPORT=<report.html> reuses one)."""
     if os.environ.get("SSNET_TEST_REPORT"):
         return Path(os.environ["SSNET_TEST_REPORT"])
-    root = tmp_path_factory.mktemp("report_checkout")
-    for name in PROJECT_FILES:
-        source, target = ROOT / name, root / name
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target)
-    (root / "overlay.yaml").write_text(OVERLAY)
-    sys.path.insert(0, str(root))
-    try:
-        from ssnet.config import load_config
-        from ssnet.report.targets import report_targets
-
-        config = load_config([root / "config.yaml", root / "configs/demo.yaml", root / "overlay.yaml"])
-        targets = ["all", *report_targets(config, ["LA", "ACDC"])]
-    finally:
-        sys.path.remove(str(root))
-    args = [*targets, "--cores", "2", "--configfile", "configs/demo.yaml", "overlay.yaml"]  # targets first
-    run = subprocess.run([*SNAKEMAKE, *args], cwd=root, capture_output=True, text=True, timeout=1500)
+    root, run = demo_run
     assert run.returncode == 0, run.stderr[-4000:]
-    built = subprocess.run([*SNAKEMAKE, *args, "--report", "report.html"], cwd=root, capture_output=True, text=True,
-                           timeout=600)
+    built = run_snakemake(root, "all", "--cores", "2", *FAST_DEMO, "--report", "report.html", timeout=600)
     assert built.returncode == 0, built.stderr[-4000:]
     return root / "report.html"
 
@@ -182,7 +141,7 @@ def test_report_shows_every_table_and_figure(report, tmp_path):
             assert '<table class="results">' in hits[0]["text"] and f"<h3>{dataset}: " in hits[0]["text"]
         main = [s for s in shown(dataset, "main_table.html") if s["kind"] == "iframe"][0]["text"]
         assert "Dice (%)" in main and "paper" in main and "Δ" in main and "Full supervision" in main
-        assert "Model selection: best_val" in main and "Schedule profile: reference" in main
+        assert "Model selection: best_val" in main and "Schedule profile: uniform" in main
         figures = [s for s in seen["shown"] if s["category"] == dataset and s["kind"] == "img"]
         names = {Path(s["result"]).name for s in figures}
         assert {"dice_vs_labelled.png", "training_curves.png", "dice_distribution.png", "qualitative.png"} <= names

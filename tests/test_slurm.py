@@ -44,10 +44,16 @@ def _slurm() -> tuple[str | None, str]:
     return None, f"no default partition with a usable node: {out.stdout.strip()!r}"
 
 
-PARTITION, WHY_NOT = _slurm()
-if PARTITION is None and os.environ.get("SSNET_REQUIRE_SLURM") == "1":
-    raise RuntimeError(f"SSNET_REQUIRE_SLURM=1 but SLURM is not usable: {WHY_NOT}")
-pytestmark = pytest.mark.skipif(PARTITION is None, reason=WHY_NOT)
+@pytest.fixture(autouse=True, scope="session")
+def partition() -> str:
+    """The cluster's default partition. Skips without a cluster (fails under SSNET_REQUIRE_SLURM=1, as in
+    CI); session-scoped and autouse, so it is checked before the (expensive) reference run."""
+    name, why_not = _slurm()
+    if name is None:
+        if os.environ.get("SSNET_REQUIRE_SLURM") == "1":
+            pytest.fail(f"SSNET_REQUIRE_SLURM=1 but SLURM is not usable: {why_not}")
+        pytest.skip(why_not)
+    return name
 
 MEMORY_DIVISOR = 16  # profile memory requests scaled down to the CI machine, keeping per-rule differences
 
@@ -84,11 +90,11 @@ def _jobs(checkout: Path) -> list[dict]:
     return [job for job in jobs if Path(job["workdir"]) == checkout]
 
 
-def test_profile_runs_slice_and_scancelled_training_resumes(reference, tmp_path):
+def test_profile_runs_slice_and_scancelled_training_resumes(partition, reference, tmp_path):
     checkout = make_checkout(tmp_path / "checkout")
     profile_dir = tmp_path / "ci-slurm"
     profile_dir.mkdir()
-    profile = ci_profile(PARTITION, _node_cpus())
+    profile = ci_profile(partition, _node_cpus())
     (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
 
     started = time.monotonic()
@@ -100,7 +106,7 @@ def test_profile_runs_slice_and_scancelled_training_resumes(reference, tmp_path)
         # the profile's per-rule request for `train` reached sbatch
         want = profile["set-resources"]["train"]
         assert (train_job["partition"], train_job["memory"], int(train_job["cpus"])) == (
-            PARTITION, f"{want['mem_mb']}M", want["cpus_per_task"]), train_job
+            partition, f"{want['mem_mb']}M", want["cpus_per_task"]), train_job
         subprocess.run(["scancel", train_job["id"]], check=True, timeout=20)
         stopped_at = last_iteration(checkout / TRAIN_LOG)
         output = finish(workflow, timeout=540)

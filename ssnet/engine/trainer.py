@@ -267,6 +267,7 @@ class Trainer:
             "n_unlabelled_scans": self.split.unlabelled_scans if self.method.uses_unlabelled else 0,
             "n_validation": len(self.split.validation), "labelled_items": self.split.labelled,
             "validation_items": self.split.validation, "train_seconds": getattr(self, "seconds", None),
+            "resumed_from_iteration": self.start,  # train_seconds covers iterations resumed_from..iterations
             "run_config": self.cfg,
         })
 

@@ -8,7 +8,6 @@ Every mapping below is spelled out as (reference module, our module) pairs; only
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .heads import SSNetHeads

@@ -1,0 +1,18 @@
+"""Snakemake adapter (rules/cost.smk: cost): compute cost summaries and the paper-grid estimate."""
+
+import _project  # noqa: F401  (puts the project package on sys.path)
+
+from pathlib import Path
+
+from ssnet.cost import write_cost_report
+from ssnet.jobs import run_logged
+
+run_logged(
+    snakemake.log[0],
+    write_cost_report,
+    snakemake.params.benchmarks,
+    snakemake.input.info,
+    snakemake.params.grid,
+    Path(snakemake.output.report).parent,
+    grid_name=snakemake.params.grid_name,
+)
