@@ -6,13 +6,13 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from ssnet.config import (  # noqa: E402
-    labelled_values,
     enabled_datasets,
     run_config,
     validate_config,
 )
 from ssnet.errors import ConfigError  # noqa: E402
 from ssnet.report.targets import report_targets  # noqa: E402
+from ssnet.workflow import run_path, runs_of  # noqa: E402
 
 
 def _stop(message):
@@ -71,23 +71,8 @@ wildcard_constraints:
     method=r"[A-Za-z0-9_\-]+",
 
 
-def run_dir(dataset, method, labelled, seed):
-    return f"results/runs/{dataset}/{method}/{labelled}/seed{seed}"
-
-
-def runs_of(dataset):
-    """(method, labelled, seed) of every training run of a dataset."""
-    block = config["datasets"][dataset]
-    return [
-        (method, labelled, seed)
-        for method in block["methods"]
-        for labelled in labelled_values(config, dataset, method)
-        for seed in config["seeds"]
-    ]
-
-
 def run_files(dataset, name):
-    return [f"{run_dir(dataset, *run)}/{name}" for run in runs_of(dataset)]
+    return [run_path(dataset, *run, name) for run in runs_of(config, dataset)]
 
 
 def run_metric_files(wildcards):

@@ -4,17 +4,14 @@
 # "released checkpoint" row in the tables. Helpers: ssnet/released.py.
 from ssnet.released import (  # noqa: E402
     released_checkpoint_path,
-    released_runs,
     reserved_name_problem,
 )
 
 if reserved_name_problem(config):
     _stop(reserved_name_problem(config))
 
-# The tables and figures list every run of runs_of (rules/common.smk): add the released rows to it.
-# (The import writes header-only train/val logs, so a released run folder has every per-run file.)
-_training_runs_of = runs_of
-runs_of = lambda dataset: _training_runs_of(dataset) + released_runs(config, dataset)
+# ssnet.workflow.runs_of lists the released rows with the trained runs (tables and figures);
+# the import writes header-only train/val logs, so a released run folder has every per-run file.
 
 
 ruleorder: import_released > train

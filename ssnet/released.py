@@ -24,10 +24,9 @@ from ssnet.errors import DataError
 from ssnet.io import atomic_path, sha256_file, write_json
 from ssnet.methods.base import parse_params
 from ssnet.networks import build_from_reference_state
+from ssnet.workflow import RELEASED_METHOD, RELEASED_SEED
 
-RELEASED_METHOD = "released"
 RELEASED_LABEL = "SS-Net (released checkpoint)"
-RELEASED_SEED = 0
 ARCH = {"LA": "vnet", "ACDC": "unet"}
 # how the authors chose the released weights (protocol section 8): LA on the TEST list, ACDC on val.list
 AUTHOR_SELECTION = {"LA": "best_test", "ACDC": "best_val"}
@@ -35,12 +34,6 @@ _WRAPPERS = ("state_dict", "model", "net", "model_state_dict")
 
 
 # --------------------------------------------------------------------------- workflow helpers
-def released_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
-    """(method, labelled, seed) of the released-checkpoint rows of ``dataset`` in the config."""
-    items = config["datasets"][dataset].get("released_checkpoints", [])
-    return [(RELEASED_METHOD, str(item["labelled"]), RELEASED_SEED) for item in items]
-
-
 def released_checkpoint_path(config: dict, dataset: str, labelled: str) -> str:
     """The configured checkpoint file of (dataset, labelled)."""
     for item in config["datasets"][dataset].get("released_checkpoints", []):

@@ -6,21 +6,12 @@ is the one of rules/common.smk: ``results/runs/<D>/<method>/<labelled>/seed<S>/`
 
 from __future__ import annotations
 
-from ssnet.config import FULL, labelled_values
+from ssnet.config import FULL
+from ssnet.workflow import run_path, runs_of
 
 RUN_FILES = {"metrics": "test_metrics.csv", "info": "run_info.json", "train_log": "train_log.csv",
              "val_log": "val_log.csv", "predictions": "predictions.npz"}
 TABLES_SUBCATEGORY = "All labelled counts"
-
-
-def runs_of(config: dict, dataset: str) -> list[tuple[str, str, int]]:
-    """(method, labelled, seed) of every training run of a dataset (as rules/common.smk)."""
-    return [(method, labelled, seed) for method in config["datasets"][dataset]["methods"]
-            for labelled in labelled_values(config, dataset, method) for seed in config["seeds"]]
-
-
-def run_path(dataset: str, method: str, labelled: str, seed: int, name: str) -> str:
-    return f"results/runs/{dataset}/{method}/{labelled}/seed{seed}/{name}"
 
 
 def figure_labelled_values(config: dict, dataset: str) -> list[str]:
