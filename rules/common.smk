@@ -95,7 +95,7 @@ def final_outputs():
             ("tables", "main_table.md"),
             ("figures", "dice_vs_labelled.png"),
         )
-    ] + report_targets(config, DATASETS)
+    ] + report_targets(config, DATASETS) + ["results/cost/cost.md"]
 
 
 # ---- data ----------------------------------------------------------------------------------------

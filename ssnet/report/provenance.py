@@ -83,10 +83,10 @@ def provenance(info_files: Sequence[str | Path], config: dict, outputs: dict[str
         _html_table(pd.DataFrame({"package": list(distinct), "version(s)": list(distinct.values())})),
         "<h4>Report environment</h4>",
         _html_table(pd.DataFrame({"package": list(versions), "version": list(versions.values())})),
-        "<h4>Per run</h4>",
-        _html_table(frame.drop(columns=["run_info"] + version_cols, errors="ignore")),
         "<h4>Resolved configuration (config.yaml + overlays)</h4>",
         f"<pre>{html.escape(resolved)}</pre>",
+        "<h4>Per run</h4>",
+        _html_table(frame.drop(columns=["run_info"] + version_cols, errors="ignore")),
     ]
     page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Reproducibility</title><style>{HTML_STYLE}"
             "pre { background: #f6f6f6; padding: 8px; font-size: 12px; }</style></head><body>\n"
