@@ -90,7 +90,6 @@ def _vat_with_parameter_backward(network, x, *, xi, eps, power_iterations, dista
 
 def _separation_with_distance_matrix(heads, features, labels, memory, weight_prototypes=False, low_memory=False):
     """The separation loss through the explicit (features x prototypes) weighted distance matrix."""
-    import torch
     import torch.nn.functional as F
 
     from ssnet.separation import reference_prototype_weights, mean_one_weights

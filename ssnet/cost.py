@@ -96,6 +96,8 @@ def iteration_times(run_infos: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for path in run_infos:
         info = json.loads(Path(path).read_text())
+        if "iterations" not in info["run_config"].get("training", {}):
+            continue  # an imported (released) checkpoint: nothing was trained
         iterations = int(info["run_config"]["training"]["iterations"])
         timed = iterations - int(info.get("resumed_from_iteration") or 0)
         seconds = info.get("train_seconds")

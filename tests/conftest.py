@@ -68,11 +68,11 @@ PROJECT_FILES = ["Snakefile", "config.yaml", "configs", "rules", "scripts", "env
 FAST_DEMO = ["--configfile", "configs/demo.yaml", "tests/data/fast_demo.yaml"]
 
 
-def copy_project(root: Path) -> Path:
-    """A clean copy of the workflow's tracked parts (no results, no .snakemake) under ``root``."""
+def copy_project(root: Path, *extra: str) -> Path:
+    """A clean copy of the workflow's tracked parts (no results, no .snakemake), plus ``extra`` paths."""
     import shutil
 
-    for name in PROJECT_FILES:
+    for name in (*PROJECT_FILES, *extra):
         source, target = ROOT / name, root / name
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))

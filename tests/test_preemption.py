@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,11 +22,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, tiny_run_config
+from conftest import ROOT, copy_project, tiny_run_config
 from ssnet.engine.checkpoint import load_torch
 from ssnet.engine.trainer import Preempted, RunOutputs, Trainer, train
 
-PROJECT_FILES = ["Snakefile", "config.yaml", "configs", "rules", "scripts", "envs", "ssnet", "resources", "profiles"]
 RUN = "results/runs/LA/supervised/2/seed1"
 TRAIN_LOG = "logs/train/LA/supervised/2/seed1.log"
 CHECKPOINT = "results/checkpoints/LA/supervised/2/seed1/last.pt"
@@ -54,13 +52,7 @@ PROGRESS = re.compile(r"\] it (\d+)/")
 # ------------------------------------------------------------------------------------------ helpers
 def make_checkout(root: Path) -> Path:
     """A clean copy of the workflow plus the slice overlay (``slice.yaml``)."""
-    for name in PROJECT_FILES:
-        source, target = ROOT / name, root / name
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target)
+    copy_project(root)
     (root / "slice.yaml").write_text(yaml.safe_dump(SLICE))
     return root
 

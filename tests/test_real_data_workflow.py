@@ -6,7 +6,6 @@ released-checkpoint branch (reference-keyed state dicts imported instead of trai
 """
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +14,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, copy_project
 from ssnet.data.fixtures import make_layout
 from ssnet.data.provenance import read_manifest
 from ssnet.io import read_list, sha256_file
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-PROJECT_FILES = ["Snakefile", "config.yaml", "configs", "rules", "scripts", "envs", "ssnet", "resources", "report",
-                 "tests/data", "tests/golden"]
 OFFICIAL = ROOT / "resources" / "splits"
 
 
@@ -36,16 +33,7 @@ def layouts(tmp_path_factory) -> Path:
 
 
 def _checkout(root: Path) -> Path:
-    for name in PROJECT_FILES:
-        source, target = ROOT / name, root / name
-        if not source.exists():
-            continue
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target)
-    return root
+    return copy_project(root, "tests/golden")
 
 
 def _overlay(layouts: Path, la_kind: str, acdc_kind: str) -> dict:

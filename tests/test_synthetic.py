@@ -27,7 +27,7 @@ def _read(path: Path) -> np.ndarray:
 def test_deterministic_per_seed(tmp_path, dataset, params):
     a = make_synthetic(dataset, tmp_path / "a" / "raw", tmp_path / "a" / "splits", params, seed=5)
     b = make_synthetic(dataset, tmp_path / "b" / "raw", tmp_path / "b" / "splits", params, seed=5)
-    c = make_synthetic(dataset, tmp_path / "c" / "raw", tmp_path / "c" / "splits", params, seed=6)
+    make_synthetic(dataset, tmp_path / "c" / "raw", tmp_path / "c" / "splits", params, seed=6)
     assert a["splits"] == b["splits"]
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
     assert _tree_digest(tmp_path / "a") != _tree_digest(tmp_path / "c")
