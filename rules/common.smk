@@ -88,14 +88,18 @@ def method_order(wildcards):
 
 
 def final_outputs():
-    return [
-        f"results/{kind}/{dataset}/{name}"
-        for dataset in DATASETS
-        for kind, name in (
-            ("tables", "main_table.md"),
-            ("figures", "dice_vs_labelled.png"),
-        )
-    ] + report_targets(config, DATASETS) + ["results/cost/cost.md"]
+    return (
+        [
+            f"results/{kind}/{dataset}/{name}"
+            for dataset in DATASETS
+            for kind, name in (
+                ("tables", "main_table.md"),
+                ("figures", "dice_vs_labelled.png"),
+            )
+        ]
+        + report_targets(config, DATASETS)
+        + ["results/cost/cost.md"]
+    )
 
 
 # ---- data ----------------------------------------------------------------------------------------
