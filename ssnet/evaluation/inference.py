@@ -16,13 +16,14 @@ afterwards. Tensors are moved to ``device`` at the boundary only; the model must
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+
+from ssnet.modes import module_mode
 
 __all__ = [
     "largest_component",
@@ -125,16 +126,6 @@ def _resolve_device(model: torch.nn.Module, device) -> torch.device:
     return torch.device(device)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _check_classes(logits: torch.Tensor, n_classes: int) -> None:
     if logits.shape[1] != n_classes:
         raise ValueError(f"model produced {logits.shape[1]} channels, expected n_classes={n_classes}")
@@ -167,7 +158,7 @@ def sliding_window_predict(
     padded, patch, widths, grid = _prepare_3d(image, patch, stride_xy, stride_z)
     dev = _resolve_device(model, device)
     px, py, pz = patch
-    with _eval_mode(model), torch.inference_mode():
+    with module_mode(model, False), torch.inference_mode():
         volume = torch.from_numpy(padded).to(dev)
         score = torch.zeros(padded.shape, dtype=torch.float32, device=dev)
         for first in range(0, len(grid), batch_size):
@@ -198,7 +189,7 @@ def sliding_window_predict_loop(
     dev = _resolve_device(model, device)
     px, py, pz = patch
     score = np.zeros(padded.shape, dtype=np.float32)
-    with _eval_mode(model), torch.no_grad():
+    with module_mode(model, False), torch.no_grad():
         for x, y, z in grid:
             window = torch.from_numpy(np.ascontiguousarray(padded[x : x + px, y : y + py, z : z + pz]))
             logits = _logits(model(window[None, None].to(dev)))
@@ -260,7 +251,7 @@ def predict_volume_2d(
         return prediction
     zoom_in, zoom_out = (th / h, tw / w), (h / th, w / tw)
     dev = _resolve_device(model, device)
-    with _eval_mode(model), torch.inference_mode():
+    with module_mode(model, False), torch.inference_mode():
         for first in range(0, n_slices, batch_size):
             idx = range(first, min(first + batch_size, n_slices))
             slices = np.stack([scipy.ndimage.zoom(volume[i], zoom_in, order=0) for i in idx])

@@ -16,9 +16,8 @@ Defaults are the LA values (w_max 0.015 for 8 labelled scans; the reference uses
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from torch import nn
 
 from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
 from ssnet.methods.dtc import build_dual_head, dual_head_supervised, ramp_weight
+from ssnet.modes import module_mode
 from ssnet.networks import Discriminator
 
 
@@ -49,18 +49,6 @@ class SASSNetParams:
     disc_dropout: float = 0.5
     disc_negative_slope: float = 0.2
     labelled_target: int = 1  # discriminator class of labelled samples (unlabelled: 1 - this)
-
-
-@contextlib.contextmanager
-def _mode(module: nn.Module, training: bool) -> Iterator[None]:
-    """Set every submodule's train/eval mode for the block and restore the previous modes after it."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.train(training)
-    try:
-        yield
-    finally:
-        for m, was in modes:
-            m.training = was
 
 
 @register_method("sassnet")
@@ -98,7 +86,7 @@ class SASSNet(Method):
         _, dice, ce, loss_sdm = dual_head_supervised(self.network, seg, sdm, batch.label, p.dice_smooth)
         loss_adv = seg.new_zeros(())
         if image.shape[0] > n_l:
-            with _mode(self.discriminator, False):
+            with module_mode(self.discriminator, False):
                 d_out = self.discriminator(sdm[n_l:], image[n_l:])
             fool = torch.full((d_out.shape[0],), p.labelled_target, dtype=torch.long, device=d_out.device)
             loss_adv = F.cross_entropy(d_out, fool)
@@ -115,12 +103,12 @@ class SASSNet(Method):
             return
         image, n_l, logs = self._pending
         self._pending = None
-        with torch.no_grad(), _mode(self.network, False):
+        with torch.no_grad(), module_mode(self.network, False):
             _, sdm, _ = self.network.heads(image)
         target = self.discriminator_targets(n_l, image.shape[0], image.device)
         self.discriminator.requires_grad_(True)
         try:
-            with _mode(self.discriminator, True):
+            with module_mode(self.discriminator, True):
                 d_loss = F.cross_entropy(self.discriminator(sdm, image), target)
             self.disc_optimizer.zero_grad(set_to_none=True)
             d_loss.backward()

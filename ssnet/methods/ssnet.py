@@ -20,21 +20,35 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ssnet.errors import ConfigError
 from ssnet.losses import binary_dice_loss, dice_loss
-from ssnet.methods.base import Batch, DatasetSpec, Method, StepContext, StepOutput, register_method
+from ssnet.methods.base import (
+    Batch,
+    DatasetSpec,
+    Method,
+    StepContext,
+    StepOutput,
+    register_method,
+)
+from ssnet.modes import module_mode
 from ssnet.networks import SSNetHeads
 from ssnet.ramps import consistency_weight
-from ssnet.separation import (build_prototype_memory, correct_foreground_mask, flatten_pixels,
-                              separation_loss)
-from ssnet.smoothness import (has_active_dropout, recompute_in_backward, repeated_running_stats_update,
-                              vat_loss)
+from ssnet.separation import (
+    build_prototype_memory,
+    correct_foreground_mask,
+    flatten_pixels,
+    separation_loss,
+)
+from ssnet.smoothness import (
+    has_active_dropout,
+    recompute_in_backward,
+    repeated_running_stats_update,
+    vat_loss,
+)
 
 SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
 SMOOTHNESS_DISTANCE = ("auto", "binary_dice", "soft_dice")
@@ -76,18 +90,6 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigError(f"ssnet params: {name} must be one of {list(allowed)}, got {value!r}")
     return value
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Put ``module`` in eval mode for the block and restore every submodule's mode afterwards."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 @register_method("ssnet")
@@ -143,7 +145,7 @@ class SSNet(Method):
         flat_l = flatten_pixels(features[:n_l])
         label_flat = label.reshape(-1)
         correct = correct_foreground_mask(prediction[:n_l].reshape(-1), label_flat)
-        with torch.no_grad(), _eval_mode(heads.projection_head):
+        with torch.no_grad(), module_mode(heads.projection_head, False):
             projected = heads.project(flat_l[correct])
         memory = build_prototype_memory(heads, projected, label_flat[correct], self.spec.n_classes,
                                         p.elements_per_class, p.keep_highest_ranked)
