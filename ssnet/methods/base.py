@@ -145,3 +145,18 @@ def get_method_class(method_type: str, where: str = "methods") -> type[Method]:
     if method_type not in METHODS:
         raise ConfigError(f"{where}: unknown method type '{method_type}'; available: {sorted(METHODS)}")
     return METHODS[method_type]
+
+
+SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
+
+
+def resolve_supervised_dice(method: str, value: str, spec: DatasetSpec) -> str:
+    """The supervised Dice form: ``auto`` = binary foreground Dice in 3D (2 classes), multi-class in 2D."""
+    if value not in SUPERVISED_DICE:
+        raise ConfigError(f"{method} params: supervised_dice must be one of {list(SUPERVISED_DICE)}, got {value!r}")
+    if value == "auto":
+        value = "binary_foreground" if spec.dim == 3 else "multiclass"
+    if value == "binary_foreground" and spec.n_classes != 2:
+        raise ConfigError(f"{method} params: supervised_dice binary_foreground needs 2 classes, "
+                          f"dataset {spec.name} has {spec.n_classes}")
+    return value

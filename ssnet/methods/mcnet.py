@@ -27,11 +27,16 @@ from torch import nn
 
 from ssnet.errors import ConfigError
 from ssnet.losses import binary_dice_loss, dice_loss
-from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
+from ssnet.methods.base import (
+    Batch,
+    Method,
+    StepContext,
+    StepOutput,
+    register_method,
+    resolve_supervised_dice,
+)
 from ssnet.methods.dtc import ramp_weight
 from ssnet.networks import MCNet as MCNetNetwork
-
-SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
 
 
 @dataclass
@@ -74,15 +79,7 @@ class MCNet(Method):
 
     def __init__(self, params: MCNetParams, spec, network: dict):
         super().__init__(params, spec, network)
-        self.supervised_dice = params.supervised_dice
-        if self.supervised_dice not in SUPERVISED_DICE:
-            raise ConfigError(f"mcnet params: supervised_dice must be one of {list(SUPERVISED_DICE)}, "
-                              f"got {self.supervised_dice!r}")
-        if self.supervised_dice == "auto":
-            self.supervised_dice = "binary_foreground" if spec.dim == 3 else "multiclass"
-        if self.supervised_dice == "binary_foreground" and spec.n_classes != 2:
-            raise ConfigError(f"mcnet params: supervised_dice binary_foreground needs 2 classes, "
-                              f"dataset {spec.name} has {spec.n_classes}")
+        self.supervised_dice = resolve_supervised_dice("mcnet", params.supervised_dice, spec)
         if params.temperature <= 0:
             raise ConfigError(f"mcnet params: temperature must be > 0, got {params.temperature}")
 

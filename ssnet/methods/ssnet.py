@@ -33,6 +33,7 @@ from ssnet.methods.base import (
     StepContext,
     StepOutput,
     register_method,
+    resolve_supervised_dice,
 )
 from ssnet.modes import module_mode
 from ssnet.networks import SSNetHeads
@@ -50,7 +51,6 @@ from ssnet.smoothness import (
     vat_loss,
 )
 
-SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
 SMOOTHNESS_DISTANCE = ("auto", "binary_dice", "soft_dice")
 VAT_TARGET = ("auto", "separate", "reuse")
 
@@ -102,12 +102,7 @@ class SSNet(Method):
         super().__init__(params, spec, network)
         self.heads = SSNetHeads(spec.n_classes, dim_in=self.network.feature_channels, feat_dim=params.feat_dim)
         dim = spec.dim
-        self.supervised_dice = _choice("supervised_dice", params.supervised_dice, SUPERVISED_DICE)
-        if self.supervised_dice == "auto":
-            self.supervised_dice = "binary_foreground" if dim == 3 else "multiclass"
-        if self.supervised_dice == "binary_foreground" and spec.n_classes != 2:
-            raise ConfigError(f"ssnet params: supervised_dice binary_foreground needs 2 classes, "
-                              f"dataset {spec.name} has {spec.n_classes}")
+        self.supervised_dice = resolve_supervised_dice("ssnet", params.supervised_dice, spec)
         self.smoothness_distance = _choice("smoothness_distance", params.smoothness_distance, SMOOTHNESS_DISTANCE)
         if self.smoothness_distance == "auto":
             self.smoothness_distance = "binary_dice" if dim == 3 else "soft_dice"

@@ -29,11 +29,16 @@ import torch
 import torch.nn.functional as F
 
 from ssnet.errors import ConfigError
-from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
+from ssnet.methods.base import (
+    Batch,
+    Method,
+    StepContext,
+    StepOutput,
+    register_method,
+    resolve_supervised_dice,
+)
 from ssnet.methods.dtc import multiclass_squared_dice, ramp_weight, squared_dice
 from ssnet.ramps import sigmoid_rampup
-
-SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
 
 
 @dataclass
@@ -81,15 +86,7 @@ class UAMT(Method):
         if params.uncertainty_passes < 2 or params.uncertainty_passes % 2:
             raise ConfigError(f"uamt params: uncertainty_passes must be an even number >= 2, "
                               f"got {params.uncertainty_passes}")
-        self.supervised_dice = params.supervised_dice
-        if self.supervised_dice not in SUPERVISED_DICE:
-            raise ConfigError(f"uamt params: supervised_dice must be one of {list(SUPERVISED_DICE)}, "
-                              f"got {self.supervised_dice!r}")
-        if self.supervised_dice == "auto":
-            self.supervised_dice = "binary_foreground" if spec.dim == 3 else "multiclass"
-        if self.supervised_dice == "binary_foreground" and spec.n_classes != 2:
-            raise ConfigError(f"uamt params: supervised_dice binary_foreground needs 2 classes, "
-                              f"dataset {spec.name} has {spec.n_classes}")
+        self.supervised_dice = resolve_supervised_dice("uamt", params.supervised_dice, spec)
         self.teacher = copy.deepcopy(self.network)
         self.teacher.requires_grad_(False)
 
