@@ -16,12 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +25,8 @@ for path in (ROOT, ROOT / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from step_time import CONFIGS, RUNTIMES, TUNED_MALLOC_ENV  # noqa: E402  (SS-Net's benchmark settings)
+from step_time import (  # noqa: E402  (SS-Net's benchmark settings and iteration loop)
+    CONFIGS, RUNTIMES, peak_gb, prepare_runtime, run_in_subprocess, synthetic_batch, timed_steps)
 
 METHODS = ["uamt", "sassnet", "dtc", "urpc", "mcnet", "ssnet", "supervised"]
 # Per-dataset method params (the protocol's ACDC values; LA uses the dataclass defaults).
@@ -45,76 +42,32 @@ PARAMS = {
 }
 
 
-def worker(config_name: str, method_name: str, memory_format: str, threads: int, warmup: int, repeats: int) -> dict:
+def worker(config_name: str, method_name: str, memory_format: str, malloc: str, threads: int, warmup: int,
+           repeats: int) -> dict:
     import torch
 
     from ssnet.methods import get_method_class
-    from ssnet.methods.base import Batch, DatasetSpec, StepContext
+    from ssnet.methods.base import DatasetSpec
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = CONFIGS[config_name]
     spec = DatasetSpec(cfg["dataset"], cfg["dim"], cfg["n_classes"])
     cls = get_method_class(method_name)
-    if method_name == "ssnet":
-        params = dict(cfg["params"])
-    else:
-        params = dict(PARAMS[cfg["dataset"]].get(method_name, {}))
+    params = cfg["params"] if method_name == "ssnet" else PARAMS[cfg["dataset"]].get(method_name, {})
     method = cls(cls.Params(**params), spec, cfg["network"])
     if method_name == "supervised":
         n_labelled, n_unlabelled = cfg["labelled_only"], 0
     else:
         n_labelled, n_unlabelled = cfg["labelled"], cfg["unlabelled"]
-
-    generator = torch.Generator().manual_seed(0)
-    image = torch.randn(n_labelled + n_unlabelled, 1, *cfg["shape"], generator=generator)
-    smooth = torch.nn.functional.avg_pool3d if cfg["dim"] == 3 else torch.nn.functional.avg_pool2d
-    blurred = smooth(image[:n_labelled], 5, stride=1, padding=2)[:, 0]
-    label = torch.bucketize(blurred, torch.linspace(-0.3, 0.3, cfg["n_classes"] + 1)[1:-1])  # blob-like classes
-    if memory_format == "channels_last":
-        fmt = torch.channels_last_3d if cfg["dim"] == 3 else torch.channels_last
-        method = method.to(memory_format=fmt)
-        image = image.contiguous(memory_format=fmt)
-    method.train()
-    optimiser = torch.optim.SGD(method.optimised_parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    batch = Batch(image, label)
-
-    step_seconds = []
-    for iteration in range(warmup + repeats):
-        ctx = StepContext(iteration + 3000, 6000)
-        start = time.perf_counter()
-        optimiser.zero_grad(set_to_none=True)
-        out = method.training_step(batch, ctx)
-        out.loss.backward()
-        optimiser.step()
-        method.after_optimizer_step(ctx)
-        elapsed = time.perf_counter() - start
-        if iteration >= warmup:
-            step_seconds.append(elapsed)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    n_params = sum(q.numel() for q in method.parameters())
-    return {"config": config_name, "method": method_name, "memory_format": memory_format,
-            "malloc": "tuned" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "default",
+    method, batch = prepare_runtime(method, synthetic_batch(cfg, n_labelled, n_unlabelled), cfg["dim"],
+                                    memory_format, malloc)
+    steps, out = timed_steps(method, batch, warmup, repeats, 3000, 6000)
+    wall = [step["total"] for step in steps]
+    return {"config": config_name, "method": method_name, "memory_format": memory_format, "malloc": malloc,
             "threads": threads, "batch": n_labelled + n_unlabelled, "shape": list(cfg["shape"]),
-            "parameters": n_params, "median_s": statistics.median(step_seconds), "steps_s": step_seconds,
-            "peak_gb": peak_kib * 1024 / 1e9, "last_logs": out.logs}
-
-
-def run_in_subprocess(config: str, method: str, runtime: str, args) -> dict:
-    memory_format, malloc = RUNTIMES[runtime]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    for key in TUNED_MALLOC_ENV:
-        env.pop(key, None)
-    if malloc == "tuned":
-        env.update(TUNED_MALLOC_ENV)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, method, memory_format,
-           "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {config}/{method}/{runtime} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["runtime"] = runtime
-    return result
+            "parameters": sum(q.numel() for q in method.parameters()), "median_s": statistics.median(wall),
+            "steps_s": wall, "peak_gb": peak_gb(), "last_logs": out.logs}
 
 
 def format_table(results: list[dict]) -> str:
@@ -136,7 +89,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--worker", nargs=3, metavar=("CONFIG", "METHOD", "MEMORY_FORMAT"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, metavar=("CONFIG", "METHOD", "MEMORY_FORMAT", "MALLOC"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker, args.threads, args.warmup, args.repeats)))
@@ -145,7 +99,7 @@ def main() -> None:
     for config in args.configs:
         for runtime in args.runtimes:
             for method in args.methods:
-                results.append(run_in_subprocess(config, method, runtime, args))
+                results.append(run_in_subprocess(Path(__file__).resolve(), [config, method], runtime, args))
                 r = results[-1]
                 print(f"{config} {method} {runtime}: {r['median_s']:.2f} s/iter (steps "
                       f"{['%.2f' % s for s in r['steps_s']]}), peak {r['peak_gb']:.2f} GB", flush=True)

@@ -2,28 +2,27 @@
 
 For LA (VNet, 2 labelled + 2 unlabelled patches; labelled-only batch 4) and ACDC (UNet, 12 + 12 slices;
 labelled-only batch 24), at reduced sizes (64x64x48, 128x128) and paper sizes (112x112x80, 256x256).
-Variants:
+Variants (``VARIANTS``: SS-Net parameters over the method's defaults):
 
-- ``ssnet``: the SS-Net method as implemented here;
-- ``ssnet-refexec``: the same maths executed the way the reference scripts do it (a second clean
+- ``ssnet``: the SS-Net method with its defaults (staged backward, heads recomputed in backward);
+- ``ssnet-recompute-none`` / ``ssnet-recompute-all``: ``recompute`` none (keep every activation) /
+  all (also recompute the training forward of the network);
+- ``ssnet-joint``: one joint backward of the total loss, nothing recomputed (the reference's order);
+- ``ssnet-refexec``: ``ssnet-joint`` executed the way the reference scripts execute it (a second clean
   forward for the VAT target, the power-iteration backward also filling parameter gradients, explicit
   (pixels x prototypes) distance matrices in the separation loss): the same-conditions baseline;
-- ``ssnet-lowmem``: ``ssnet`` with ``low_memory`` (the training forward and the heads are recomputed
-  during backward instead of being kept: about one network graph less, one forward more);
 - ``labelled-only``: the ``supervised`` method on the labelled-only batch.
 
 Each (configuration, variant, runtime) runs in a fresh subprocess so that ``ru_maxrss`` is its own
-peak. Runtime options: ``--memory-format channels_last`` converts network and input to channels-last
-(a layout change only: same maths, different float summation order), ``--malloc tuned`` raises glibc's
-mmap/trim thresholds so freed activation buffers are reused instead of unmapped and page-faulted back.
-The share of time in the smoothness passes is the wall time of the VAT call (clean target, power
-iteration forward + backward, final forward) over the step; the final pass's backward runs inside the
-joint backward and is not included.
+peak. Runtimes (the engine's config switches ``channels_last`` and ``cpu_allocator``, applied the same
+way through :mod:`ssnet.runtime`): ``default`` = contiguous layout, glibc's malloc defaults;
+``channels-last``; ``malloc`` = mmap and trim thresholds at 2047 MiB (freed activation buffers are
+reused instead of unmapped and page-faulted back); ``tuned`` = both.
+The smoothness share is the wall time of the VAT call (clean target, power iteration forward +
+backward, final forward) over the step; the final pass's backward is not included.
 
     .venv/bin/python benchmarks/step_time.py [--configs la-small acdc-small] [--variants ssnet labelled-only]
         [--runtimes default tuned] [--threads 2] [--warmup 1] [--repeats 3] [--rounds 1] [--json out.json]
-
-Runtimes: ``default`` = contiguous + default malloc; ``tuned`` = channels_last + tuned malloc.
 """
 
 from __future__ import annotations
@@ -42,8 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 30), "MALLOC_TRIM_THRESHOLD_": str(16 << 30)}
-RUNTIMES = {"default": ("contiguous", "default"), "tuned": ("channels_last", "tuned")}
+RUNTIMES = {"default": ("contiguous", "default"), "tuned": ("channels_last", "tuned"),
+            "channels-last": ("channels_last", "default"), "malloc": ("contiguous", "tuned")}
+TUNED_MALLOC_MB = 2047  # cpu_allocator.mmap_threshold_mb and trim_threshold_mb of the tuned runtimes
 CONFIGS = {
     "la-small": {"dataset": "LA", "dim": 3, "n_classes": 2, "shape": (64, 64, 48), "labelled": 2, "unlabelled": 2,
                  "labelled_only": 4, "network": {"arch": "vnet", "n_filters": 16, "dropout": True}, "params": {}},
@@ -57,6 +57,14 @@ CONFIGS = {
                    "unlabelled": 12, "labelled_only": 24, "network": {"arch": "unet"},
                    "params": {"consistency": 0.1, "consistency_rampup": 200.0, "vat_eps": 6.0,
                               "rampup_iteration_offset": 0}},
+}
+VARIANTS = {
+    "ssnet": {},
+    "ssnet-recompute-none": {"recompute": "none"},
+    "ssnet-recompute-all": {"recompute": "all"},
+    "ssnet-joint": {"staged_backward": False, "recompute": "none"},
+    "ssnet-refexec": {"staged_backward": False, "recompute": "none", "vat_target": "separate"},
+    "labelled-only": None,
 }
 # The reference implementation's SS-Net step on this machine, as given in the issue: (seconds, peak GB).
 REFERENCE_SSNET = {"la-small": (6.5, 3.2), "la-paper": (56.0, 12.8),
@@ -88,7 +96,7 @@ def _vat_with_parameter_backward(network, x, *, xi, eps, power_iterations, dista
     return VATResult(loss, d_unit, d.detach())
 
 
-def _separation_with_distance_matrix(heads, features, labels, memory, weight_prototypes=False, low_memory=False):
+def _separation_with_distance_matrix(heads, features, labels, memory, weight_prototypes=False, recompute=False):
     """The separation loss through the explicit (features x prototypes) weighted distance matrix."""
     import torch.nn.functional as F
 
@@ -109,35 +117,113 @@ def _separation_with_distance_matrix(heads, features, labels, memory, weight_pro
 
 
 # ------------------------------------------------------------------------------------------ worker
-def worker(config_name: str, variant: str, memory_format: str, threads: int, warmup: int, repeats: int) -> dict:
+def synthetic_batch(cfg: dict, n_labelled: int, n_unlabelled: int):
+    """Random images (B, 1, *shape) and blob-like labels for the first ``n_labelled`` of them."""
+    import torch
+
+    from ssnet.methods.base import Batch
+
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(n_labelled + n_unlabelled, 1, *cfg["shape"], generator=generator)
+    smooth = torch.nn.functional.avg_pool3d if cfg["dim"] == 3 else torch.nn.functional.avg_pool2d
+    blurred = smooth(image[:n_labelled], 5, stride=1, padding=2)[:, 0]
+    label = torch.bucketize(blurred, torch.linspace(-0.3, 0.3, cfg["n_classes"] + 1)[1:-1])
+    return Batch(image, label)
+
+
+def prepare_runtime(method, batch, dim: int, memory_format: str, malloc: str):
+    """Apply a runtime's settings the way the engine does; returns (method, batch) to train."""
+    from ssnet.runtime import configure_malloc, memory_format as layout
+
+    if malloc == "tuned":
+        configure_malloc(TUNED_MALLOC_MB, TUNED_MALLOC_MB)
+    fmt = layout(memory_format == "channels_last", dim)
+    return method.to(memory_format=fmt), batch.to(batch.image.device, fmt)
+
+
+def timed_steps(method, batch, warmup: int, repeats: int, iteration: int, max_iterations: int,
+                on_step=lambda measured, step: None) -> tuple[list[dict], object]:
+    """Time ``repeats`` SGD iterations after ``warmup``; returns (steps, the last StepOutput).
+
+    Per measured iteration, wall seconds: ``total``, ``backward`` (each ``StepContext.backward`` call in
+    order: the staged part first, the returned loss last), ``optimizer`` (SGD step and the method's
+    ``after_optimizer_step``), and ``cpu`` (process CPU seconds). ``on_step(measured, step)`` runs after
+    every iteration and may add entries to ``step``.
+    """
+    import torch
+
+    from ssnet.methods.base import StepContext
+
+    class TimedContext(StepContext):
+        def backward(self, loss):
+            start = time.perf_counter()
+            super().backward(loss)
+            self.backward_seconds.append(time.perf_counter() - start)
+
+    method.train()
+    optimiser = torch.optim.SGD(method.optimised_parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    steps = []
+    for i in range(warmup + repeats):
+        ctx = TimedContext(iteration + i, max_iterations)
+        ctx.backward_seconds = []
+        start, cpu_start = time.perf_counter(), time.process_time()
+        optimiser.zero_grad(set_to_none=True)
+        out = method.training_step(batch, ctx)
+        ctx.backward(out.loss)
+        optimizer_start = time.perf_counter()
+        optimiser.step()
+        method.after_optimizer_step(ctx)
+        end = time.perf_counter()
+        step = {"total": end - start, "backward": ctx.backward_seconds, "optimizer": end - optimizer_start,
+                "cpu": time.process_time() - cpu_start}
+        on_step(i >= warmup, step)
+        if i >= warmup:
+            steps.append(step)
+    return steps, out
+
+
+def phase_shares(step: dict) -> dict[str, float]:
+    """Where one iteration's wall time went, as fractions of ``total``: the forward part of
+    ``training_step`` (network, losses, heads; VAT excluded), the VAT passes, each backward, the SGD step."""
+    backward = step["backward"]
+    names = ["backward"] if len(backward) == 1 else ["backward_training", "backward_smoothness"]
+    seconds = {"vat_passes": step.get("vat", 0.0), **dict(zip(names, backward)), "sgd": step["optimizer"]}
+    seconds = {"forward": step["total"] - sum(seconds.values()), **seconds}
+    return {name: value / step["total"] for name, value in seconds.items()}
+
+
+def peak_gb() -> float:
+    """This process's peak resident memory so far (``ru_maxrss``, KiB on Linux) in GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def worker(config_name: str, variant: str, memory_format: str, malloc: str, threads: int, warmup: int,
+           repeats: int) -> dict:
     import torch
 
     import ssnet.methods.ssnet as ssnet_method
     from ssnet.methods import get_method_class
-    from ssnet.methods.base import Batch, DatasetSpec, StepContext
+    from ssnet.methods.base import DatasetSpec
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = CONFIGS[config_name]
     spec = DatasetSpec(cfg["dataset"], cfg["dim"], cfg["n_classes"])
-    if variant == "labelled-only":
+    ssnet_variant = VARIANTS[variant] is not None
+    if not ssnet_variant:
         cls = get_method_class("supervised")
         method = cls(cls.Params(), spec, cfg["network"])
         n_labelled, n_unlabelled = cfg["labelled_only"], 0
     else:
         cls = get_method_class("ssnet")
-        params = dict(cfg["params"])
-        if variant == "ssnet-lowmem":
-            params["low_memory"] = True
+        method = cls(cls.Params(**cfg["params"], **VARIANTS[variant]), spec, cfg["network"])
+        n_labelled, n_unlabelled = cfg["labelled"], cfg["unlabelled"]
         if variant == "ssnet-refexec":
-            params["vat_target"] = "separate"
             ssnet_method.vat_loss = _vat_with_parameter_backward
             ssnet_method.separation_loss = _separation_with_distance_matrix
-        method = cls(cls.Params(**params), spec, cfg["network"])
-        n_labelled, n_unlabelled = cfg["labelled"], cfg["unlabelled"]
 
     vat_seconds = []
-    if variant.startswith("ssnet"):
+    if ssnet_variant:
         inner = ssnet_method.vat_loss
 
         def timed_vat(*args, **kwargs):
@@ -148,87 +234,74 @@ def worker(config_name: str, variant: str, memory_format: str, threads: int, war
 
         ssnet_method.vat_loss = timed_vat
 
-    generator = torch.Generator().manual_seed(0)
-    image = torch.randn(n_labelled + n_unlabelled, 1, *cfg["shape"], generator=generator)
-    smooth = torch.nn.functional.avg_pool3d if cfg["dim"] == 3 else torch.nn.functional.avg_pool2d
-    blurred = smooth(image[:n_labelled], 5, stride=1, padding=2)[:, 0]
-    label = torch.bucketize(blurred, torch.linspace(-0.3, 0.3, cfg["n_classes"] + 1)[1:-1])  # blob-like classes
-    if memory_format == "channels_last":
-        fmt = torch.channels_last_3d if cfg["dim"] == 3 else torch.channels_last
-        method = method.to(memory_format=fmt)
-        image = image.contiguous(memory_format=fmt)
-    method.train()
-    optimiser = torch.optim.SGD(method.optimised_parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    batch = Batch(image, label)
-
-    step_seconds, cpu_seconds = [], []
-    for iteration in range(warmup + repeats):
+    method, batch = prepare_runtime(method, synthetic_batch(cfg, n_labelled, n_unlabelled), cfg["dim"],
+                                    memory_format, malloc)
+    def record_vat(measured: bool, step: dict) -> None:
+        step["vat"] = sum(vat_seconds)
         vat_seconds.clear()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        optimiser.zero_grad(set_to_none=True)
-        out = method.training_step(batch, StepContext(iteration + 6000, 15000))
-        out.loss.backward()
-        optimiser.step()
-        elapsed = time.perf_counter() - start
-        if iteration >= warmup:
-            step_seconds.append(elapsed)
-            cpu_seconds.append(time.process_time() - cpu_start)
-            smooth_share = sum(vat_seconds) / elapsed
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    load = os.getloadavg()[0]
-    return {"config": config_name, "variant": variant, "memory_format": memory_format,
-            "malloc": "tuned" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else "default",
+
+    steps, out = timed_steps(method, batch, warmup, repeats, 6000, 15000, record_vat)
+    wall = [step["total"] for step in steps]
+    shares = [phase_shares(step) for step in steps]
+    return {"config": config_name, "variant": variant, "memory_format": memory_format, "malloc": malloc,
             "threads": threads, "batch": n_labelled + n_unlabelled, "shape": list(cfg["shape"]),
-            "median_s": statistics.median(step_seconds), "steps_s": step_seconds,
-            "median_cpu_s": statistics.median(cpu_seconds),
-            "smoothness_share": smooth_share if variant.startswith("ssnet") else None,
-            "peak_gb": peak_kib * 1024 / 1e9, "load_1min": load, "last_logs": out.logs}
+            "median_s": statistics.median(wall), "steps_s": wall,
+            "median_cpu_s": statistics.median(step["cpu"] for step in steps),
+            "phases": {name: statistics.median(share[name] for share in shares) for name in shares[0]},
+            "smoothness_share": statistics.median(share["vat_passes"] for share in shares) if ssnet_variant else None,
+            "peak_gb": peak_gb(), "load_1min": os.getloadavg()[0], "last_logs": out.logs}
 
 
-def run_in_subprocess(config: str, variant: str, runtime: str, args) -> dict:
+def run_in_subprocess(script: Path, worker_args: list[str], runtime: str, args) -> dict:
+    """Run ``script --worker *worker_args MEMORY_FORMAT MALLOC`` in a fresh process; its JSON result."""
     memory_format, malloc = RUNTIMES[runtime]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    for key in TUNED_MALLOC_ENV:
-        env.pop(key, None)
-    if malloc == "tuned":
-        env.update(TUNED_MALLOC_ENV)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, variant, memory_format,
+    cmd = [sys.executable, str(script), "--worker", *worker_args, memory_format, malloc,
            "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"worker {config}/{variant}/{runtime} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"worker {worker_args}/{runtime} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["runtime"] = runtime
     return result
 
 
+PHASES = ["forward", "vat_passes", "backward_training", "backward_smoothness", "backward", "sgd"]
+
+
 def format_table(results: list[dict]) -> str:
-    lines = ["| config | variant | runtime | batch | median s/iter | smoothness share | peak GB | max load "
-             "| reference s / GB | speed-up vs reference |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown: time and memory against the reference, then the share of each phase of the iteration."""
+    lines = ["| config | variant | runtime | batch | median s/iter | steps (s) | speed-up vs reference | peak GB "
+             "| peak / reference | max load |",
+             "|---|---|---|---|---:|---|---:|---:|---:|---:|"]
     for r in results:
         ref_s, ref_gb = REFERENCE_SSNET[r["config"]]
-        ssnet = r["variant"].startswith("ssnet")
-        share = f"{r['smoothness_share']:.0%}" if r["smoothness_share"] is not None else "-"
-        reference = f"{ref_s:g} / {ref_gb:g}" if ssnet else "-"
+        ssnet = r["variant"] != "labelled-only"
         speed_up = f"{ref_s / r['median_s']:.2f}x" if ssnet else "-"
+        memory = f"{r['peak_gb'] / ref_gb:.2f}" if ssnet else "-"
+        steps = ", ".join(f"{t:.2f}" for t in r["steps_s"])
         lines.append(f"| {r['config']} | {r['variant']} | {r['runtime']} | {r['batch']} | {r['median_s']:.2f} | "
-                     f"{share} | {r['peak_gb']:.2f} | {r['load_1min']:.1f} | {reference} | {speed_up} |")
+                     f"{steps} | {speed_up} | {r['peak_gb']:.2f} | {memory} | {r['load_1min']:.1f} |")
+    lines += ["", "| config | variant | runtime | " + " | ".join(PHASES) + " |",
+              "|---|---|---|" + "---:|" * len(PHASES)]
+    for r in results:
+        shares = [f"{r['phases'][name]:.0%}" if name in r["phases"] else "-" for name in PHASES]
+        lines.append(f"| {r['config']} | {r['variant']} | {r['runtime']} | " + " | ".join(shares) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["la-small", "acdc-small"], choices=sorted(CONFIGS))
-    parser.add_argument("--variants", nargs="+", default=["ssnet", "ssnet-lowmem", "ssnet-refexec", "labelled-only"],
-                        choices=["ssnet", "ssnet-lowmem", "ssnet-refexec", "labelled-only"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--runtimes", nargs="+", default=["default", "tuned"], choices=sorted(RUNTIMES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the variant sequence (pooled steps)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--worker", nargs=3, metavar=("CONFIG", "VARIANT", "MEMORY_FORMAT"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, metavar=("CONFIG", "VARIANT", "MEMORY_FORMAT", "MALLOC"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker, args.threads, args.warmup, args.repeats)))
@@ -239,7 +312,7 @@ def main() -> None:
             pooled: dict[str, dict] = {}
             for _ in range(args.rounds):  # variants interleaved, so that load changes hit them alike
                 for variant in args.variants:
-                    r = run_in_subprocess(config, variant, runtime, args)
+                    r = run_in_subprocess(Path(__file__).resolve(), [config, variant], runtime, args)
                     print(f"{config} {variant} {runtime}: {r['median_s']:.2f} s/iter (steps "
                           f"{['%.2f' % s for s in r['steps_s']]}), peak {r['peak_gb']:.2f} GB, "
                           f"load {r['load_1min']:.1f}", flush=True)

@@ -126,6 +126,8 @@ def run_config(config: dict, dataset: str, method: str, labelled: str) -> dict:
         "amp": config.get("amp", False),
         "cudnn_benchmark": config.get("cudnn_benchmark", False),
         "deterministic": config.get("deterministic", True),
+        "channels_last": config.get("channels_last", False),
+        "cpu_allocator": config.get("cpu_allocator", {}),
     }
 
 

@@ -130,7 +130,7 @@ def _class_term(heads: SSNetHeads, c: int, features: torch.Tensor, mask: torch.T
 
 def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Tensor,
                     memory: PrototypeMemory, weight_prototypes: bool = False,
-                    low_memory: bool = False) -> torch.Tensor:
+                    recompute: bool = False) -> torch.Tensor:
     """Weighted cosine distance of predicted features (N, D) to their class prototypes.
 
     labels: (N,) ground truth (labelled pixels) or argmax pseudo-labels (unlabelled ones).
@@ -140,7 +140,7 @@ def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Ten
     weight_prototypes: False (reference) gives every prototype weight 1 (see
         :func:`reference_prototype_weights`); True uses sigmoid(memory_selector_c) rescaled to
         mean 1, as the paper describes, and then ``memory_selector_c`` is trained too.
-    low_memory: keep no per-pixel activations of the selectors and distances; backward recomputes
+    recompute: keep no per-pixel activations of the selectors and distances; backward recomputes
         them (:func:`ssnet.smoothness.recompute_in_backward`).
     """
     labels = labels.reshape(-1)
@@ -153,6 +153,6 @@ def separation_loss(heads: SSNetHeads, features: torch.Tensor, labels: torch.Ten
             continue
         term = partial(_class_term, heads, c, mask=mask, prototypes=prototypes.detach(),
                        weight_prototypes=weight_prototypes)
-        loss = loss + (recompute_in_backward(term, features, stats_module=heads) if low_memory
+        loss = loss + (recompute_in_backward(term, features, stats_module=heads) if recompute
                        else term(features))
     return loss / memory.n_classes

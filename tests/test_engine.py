@@ -130,3 +130,16 @@ def test_la_validation_cases_are_carved_from_train_list(preprocessed, tmp_path):
     assert split.validation == train_list[-2:]
     assert set(split.validation).isdisjoint(split.labelled + split.unlabelled)
     assert split.labelled == train_list[:2]
+
+
+def test_step_context_backward_accumulates_and_scales():
+    """Parts back-propagated inside a step add up to the gradient of their sum; scaling (AMP) applies
+    to the gradients, not to the logged value."""
+    from ssnet.methods.base import StepContext
+
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    ctx = StepContext(0, 1, scale=lambda loss: 4.0 * loss)
+    ctx.backward((w**2).sum())  # 5, grad 2w
+    ctx.backward(3.0 * w.sum())  # 9, grad 3
+    assert ctx.backpropagated == pytest.approx(14.0)
+    torch.testing.assert_close(w.grad, 4.0 * (2.0 * w.detach() + 3.0))

@@ -35,6 +35,14 @@ def make_batch(dim, n_labelled=2, n_unlabelled=2, seed=0):
     return Batch(image, label.clamp(max=n_classes - 1))
 
 
+def step_with_backward(method, batch, iteration, max_iterations):
+    """One training step and the backward of all of its loss; returns (StepOutput, total loss value)."""
+    ctx = StepContext(iteration, max_iterations)
+    out = method.training_step(batch, ctx)
+    ctx.backward(out.loss)
+    return out, ctx.backpropagated
+
+
 def bn_buffers(module):
     return {k: v.clone() for k, v in module.state_dict().items() if "running" in k or "num_batches" in k}
 
@@ -48,8 +56,10 @@ def test_registered_params_and_heads():
     assert params.consistency == 0.1 and params.smoothness is False
     with pytest.raises(ConfigError):
         parse_params("ssnet", {"lambda": 1.0}, "methods.ssnet.params.LA")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="vat_target"):
         make_method(3, vat_target="sometimes")
+    with pytest.raises(ConfigError, match="recompute"):
+        make_method(3, recompute="everything")
     assert {f.name for f in dataclasses.fields(params)} >= {
         "consistency", "consistency_rampup", "rampup_iteration_offset", "separation_weight", "vat_xi",
         "vat_eps", "power_iterations", "elements_per_class", "keep_highest_ranked", "smoothness",
@@ -99,11 +109,13 @@ def test_consistency_weight_uses_reference_iteration_offset(dim, offset):
 @pytest.mark.parametrize("dim", [3, 2])
 def test_total_loss_composition(dim):
     method = make_method(dim)
-    out = method.training_step(make_batch(dim), StepContext(7000, 30000))
+    out, total = step_with_backward(method, make_batch(dim), 7000, 30000)
     logs = out.logs
     expected = logs["loss_sup"] + logs["consistency_weight"] * (
         logs["loss_smooth"] + 0.1 * (logs["loss_sep_l"] + logs["loss_sep_u"]))
-    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert total == pytest.approx(expected, rel=1e-5)
+    # staged: the supervised and separation part was back-propagated in the step, the rest is returned
+    assert out.loss.item() == pytest.approx(logs["consistency_weight"] * logs["loss_smooth"], rel=1e-5)
     assert logs["loss_smooth"] > 0 and logs["loss_sep_l"] > 0 and logs["loss_sep_u"] > 0
 
 
@@ -116,10 +128,9 @@ def test_reused_target_equals_second_clean_forward(dim):
         method = make_method(dim, vat_target=target)
         assert method.reuse_training_forward() == (target == "auto")
         torch.manual_seed(1)
-        out = method.training_step(make_batch(dim), StepContext(3000, 30000))
-        out.loss.backward()
+        _, total = step_with_backward(method, make_batch(dim), 3000, 30000)
         grads = [p.grad.clone() for p in method.network.parameters()]
-        results[target] = (out.loss.detach(), bn_buffers(method.network), grads)
+        results[target] = (torch.tensor(total), bn_buffers(method.network), grads)
     (loss_s, bn_s, grads_s), (loss_a, bn_a, grads_a) = results["separate"], results["auto"]
     torch.testing.assert_close(loss_a, loss_s, rtol=1e-5, atol=1e-6)
     for key in bn_s:
@@ -131,21 +142,26 @@ def test_reused_target_equals_second_clean_forward(dim):
 
 
 @pytest.mark.parametrize("dim", [3, 2])
-def test_low_memory_mode_is_the_same_computation(dim):
-    """Recomputing the forward and the heads in backward changes nothing: loss, grads, BN statistics."""
+@pytest.mark.parametrize("staged_backward,recompute", [(True, "none"), (True, "heads"), (False, "all"), (True, "all")])
+def test_memory_saving_modes_are_the_same_computation(dim, staged_backward, recompute):
+    """Back-propagating the training graph before the VAT passes, and recomputing the forward and the
+    heads in backward, change nothing against one joint backward: loss, gradients, BN statistics
+    (a network with active dropout: the same masks must be drawn in the same order)."""
     net_cfg = ({"arch": "vnet", "n_filters": 2, "dropout": True} if dim == 3
                else {"arch": "unet", "channels": (4, 8, 16), "dropout": (0.1, 0.2, 0.5)})
-    results = {}
-    for low_memory in (False, True):
+    results = []
+    for options in ({"staged_backward": False, "recompute": "none"},
+                    {"staged_backward": staged_backward, "recompute": recompute}):
         torch.manual_seed(0)
-        method = make_method(dim, network=net_cfg, low_memory=low_memory)
+        method = make_method(dim, network=net_cfg, **options)
         torch.manual_seed(1)
-        out = method.training_step(make_batch(dim), StepContext(3000, 30000))
-        out.loss.backward()
+        out, total = step_with_backward(method, make_batch(dim), 3000, 30000)
+        assert out.logs["loss_smooth"] > 0 and out.logs["loss_sep_u"] > 0
         grads = [p.grad.clone() for p in method.parameters() if p.grad is not None]
-        results[low_memory] = (out.loss.detach(), bn_buffers(method), grads)
-    (loss_a, bn_a, grads_a), (loss_b, bn_b, grads_b) = results[False], results[True]
-    torch.testing.assert_close(loss_b, loss_a)
+        results.append((total, out.logs, bn_buffers(method), grads))
+    (loss_a, logs_a, bn_a, grads_a), (loss_b, logs_b, bn_b, grads_b) = results
+    assert loss_b == pytest.approx(loss_a, rel=1e-6)
+    assert logs_b == pytest.approx(logs_a, rel=1e-6)
     assert bn_a.keys() == bn_b.keys()
     for key in bn_a:
         torch.testing.assert_close(bn_b[key], bn_a[key])
@@ -184,8 +200,7 @@ def test_two_sgd_steps_change_weights(dim):
     batch = make_batch(dim)
     for iteration in range(2):
         optimiser.zero_grad()
-        out = method.training_step(batch, StepContext(iteration, 2))
-        out.loss.backward()
+        out, _ = step_with_backward(method, batch, iteration, 2)
         optimiser.step()
         assert set(out.logs) >= {"loss_sup", "loss_smooth", "loss_sep_l", "loss_sep_u", "consistency_weight"}
         assert all(torch.isfinite(torch.tensor(v)) for v in out.logs.values())
@@ -204,8 +219,7 @@ def test_loss_decreases_on_a_fixed_batch(dim):
     losses = []
     for _ in range(50):
         optimiser.zero_grad()
-        out = method.training_step(batch, StepContext(20000, 30000))  # constant lambda
-        out.loss.backward()
+        _, total = step_with_backward(method, batch, 20000, 30000)  # constant lambda
         optimiser.step()
-        losses.append(out.loss.item())
+        losses.append(total)
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses

@@ -27,6 +27,7 @@ from ssnet.engine.schedule import learning_rate
 from ssnet.evaluation.predict import dice_per_class, predict_case
 from ssnet.io import write_csv, write_json
 from ssnet.methods.base import Batch, StepContext
+from ssnet.runtime import configure_malloc, memory_format
 from ssnet.seeding import seed_everything, seed_iteration, set_deterministic, worker_init_fn
 
 
@@ -99,8 +100,11 @@ class Trainer:
         set_deterministic(bool(run_cfg.get("deterministic", True)))
         torch.backends.cudnn.benchmark = bool(run_cfg.get("cudnn_benchmark", False))
         self.hash = config_hash({"run": run_cfg, "seed": self.seed})
+        allocator = run_cfg.get("cpu_allocator") or {}
+        configure_malloc(allocator.get("mmap_threshold_mb"), allocator.get("trim_threshold_mb"), self.progress)
+        self.memory_format = memory_format(bool(run_cfg.get("channels_last")), self.spec.dim)
         seed_everything(self.seed)  # weight initialisation
-        self.method = build_method(run_cfg).to(self.device)
+        self.method = build_method(run_cfg).to(self.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(self.method.optimised_parameters(), lr=self.training["lr"],
                                          momentum=self.training["momentum"],
                                          weight_decay=self.training["weight_decay"])
@@ -199,17 +203,17 @@ class Trainer:
         lr = learning_rate(t, self.training)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        ctx = StepContext(t, self.training["iterations"])
-        batch = Batch(image, label).to(self.device)
+        ctx = StepContext(t, self.training["iterations"], scale=self.scaler.scale)
+        batch = Batch(image, label).to(self.device, self.memory_format)
         self.method.train()
+        self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.amp):
             output = self.method.training_step(batch, ctx)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(output.loss).backward()
+        ctx.backward(output.loss)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.after_optimizer_step(ctx)
-        return {"iteration": t + 1, "lr": lr, "loss": output.loss.detach().item(), **output.logs}
+        return {"iteration": t + 1, "lr": lr, "loss": ctx.backpropagated, **output.logs}
 
     def fit(self, on_iteration_end: Callable[[int], None] | None = None) -> None:
         """Run (or resume) training to ``training.iterations``; raises :class:`Preempted` on SIGTERM/SIGUSR1."""

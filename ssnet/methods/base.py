@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -59,21 +59,35 @@ class Batch:
     def n_labelled(self) -> int:
         return self.label.shape[0]
 
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(self.image.to(device, non_blocking=True), self.label.to(device, non_blocking=True))
+    def to(self, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format) -> "Batch":
+        image = self.image.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        return Batch(image, self.label.to(device, non_blocking=True))
 
 
 @dataclass
 class StepContext:
-    """Where training stands: 0-based ``iteration`` out of ``max_iterations``."""
+    """Where training stands (0-based ``iteration`` out of ``max_iterations``) and how to back-propagate.
+
+    A method may back-propagate part of its loss inside ``training_step`` with :meth:`backward`
+    (freeing that part's graph before it builds the next one) and return the rest; the step's loss
+    is the sum, and the gradients are those of the sum. ``scale`` is the engine's loss scaling (AMP).
+    """
 
     iteration: int
     max_iterations: int
+    scale: Callable[[torch.Tensor], torch.Tensor] | None = None
+    backpropagated: float = 0.0  # value of the loss back-propagated so far in this step
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate the gradients of ``loss`` (a scalar) now and add its value to ``backpropagated``."""
+        with torch.autocast(loss.device.type, enabled=False):
+            (self.scale(loss) if self.scale is not None else loss).backward()
+        self.backpropagated += float(loss.detach())
 
 
 @dataclass
 class StepOutput:
-    """The loss to back-propagate and named scalars for the per-iteration log."""
+    """The loss still to back-propagate (see :meth:`StepContext.backward`) and named scalars to log."""
 
     loss: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)

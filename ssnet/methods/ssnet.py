@@ -14,6 +14,12 @@ L = L_sup + lambda(t) * (L_smooth + separation_weight * (L_sep_labelled + L_sep_
 
 Defaults are the LA values; ACDC: consistency 0.1, consistency_rampup 200, vat_eps 6,
 rampup_iteration_offset 0.
+
+Execution (same maths, dropout masks and BatchNorm updates as one joint backward of L): with
+``staged_backward`` the step back-propagates L_sup + lambda * w_sep * L_sep through
+:meth:`StepContext.backward` before the VAT passes and returns lambda * L_smooth, so the training
+graph and the VAT graph are never held together; ``recompute`` trades one more heads (or heads +
+network) forward for not keeping their activations.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from ssnet.smoothness import (
 
 SMOOTHNESS_DISTANCE = ("auto", "binary_dice", "soft_dice")
 VAT_TARGET = ("auto", "separate", "reuse")
+RECOMPUTE = ("none", "heads", "all")
 
 
 @dataclass
@@ -79,10 +86,16 @@ class SSNetParams:
     # softmax plus the second BatchNorm update, exact only for a deterministic network; "auto" =
     # reuse exactly when no dropout layer is active, otherwise separate.
     vat_target: str = "auto"
-    # Keep no activations of the training forward and of the heads: backward recomputes them with
-    # the same dropout masks and frozen running statistics (same maths and BatchNorm updates; peak
-    # memory about one network graph lower, one more network + heads forward per iteration).
-    low_memory: bool = False
+    # Activations that backward recomputes instead of keeping (same dropout masks, running statistics
+    # updated once: same maths and BatchNorm updates): "none"; "heads" = the per-pixel projection,
+    # prediction and selector activations (one more heads forward per iteration); "all" = also the
+    # training forward of the network (one more network forward).
+    recompute: str = "heads"
+    # Back-propagate L_sup + lambda * w_sep * L_sep before the VAT passes, so that the training graph
+    # is freed before the smoothness graph is built (peak memory: the larger graph, not their sum).
+    # Same gradients (summed in another order), dropout masks and BatchNorm updates; False = one
+    # joint backward of the total loss, as the reference.
+    staged_backward: bool = True
     feat_dim: int = 32  # projection/prediction width
 
 
@@ -107,6 +120,7 @@ class SSNet(Method):
         if self.smoothness_distance == "auto":
             self.smoothness_distance = "binary_dice" if dim == 3 else "soft_dice"
         _choice("vat_target", params.vat_target, VAT_TARGET)
+        self.recompute_heads = _choice("recompute", params.recompute, RECOMPUTE) != "none"
         if params.power_iterations < 1:
             raise ConfigError(f"ssnet params: power_iterations must be >= 1, got {params.power_iterations}")
 
@@ -128,7 +142,7 @@ class SSNet(Method):
         def chain(x: torch.Tensor) -> torch.Tensor:
             return self.heads.predict(self.heads.project(x))
 
-        if self.params.low_memory:
+        if self.recompute_heads:
             return recompute_in_backward(chain, flat, stats_module=self.heads)
         return chain(flat)
 
@@ -145,13 +159,13 @@ class SSNet(Method):
         memory = build_prototype_memory(heads, projected, label_flat[correct], self.spec.n_classes,
                                         p.elements_per_class, p.keep_highest_ranked)
         loss_l = separation_loss(heads, self.predicted_features(flat_l), label_flat, memory,
-                                 p.weight_prototypes, p.low_memory)
+                                 p.weight_prototypes, self.recompute_heads)
         if features.shape[0] == n_l:
             return loss_l, features.new_zeros(())
         flat_u = flatten_pixels(features[n_l:])
         pseudo = prediction[n_l:].reshape(-1)
         loss_u = separation_loss(heads, self.predicted_features(flat_u), pseudo, memory,
-                                 p.weight_prototypes, p.low_memory)
+                                 p.weight_prototypes, self.recompute_heads)
         return loss_l, loss_u
 
     # ------------------------------------------------------------------------------------- step
@@ -162,7 +176,7 @@ class SSNet(Method):
         reuse = p.smoothness and self.reuse_training_forward()
         bn_twice = repeated_running_stats_update(self.network, 2) if reuse else contextlib.nullcontext()
         with bn_twice:
-            if p.low_memory:
+            if p.recompute == "all":
                 logits, features = recompute_in_backward(self.network, image, stats_module=self.network)
             else:
                 logits, features = self.network(image)
@@ -175,16 +189,19 @@ class SSNet(Method):
                                     p.consistency_rampup, p.iters_per_epoch)
         zero = logits.new_zeros(())
         loss_sep_l, loss_sep_u = self.separation_losses(features, probs, label) if p.separation else (zero, zero)
-        loss_smooth = zero
-        if p.smoothness:
-            loss_smooth = vat_loss(self.network, image, xi=p.vat_xi, eps=p.vat_eps,
-                                   power_iterations=p.power_iterations, distance=self.smoothness_distance,
-                                   target=probs.detach() if reuse else None).loss
-
-        loss = (loss_sup + p.ce_weight * loss_ce
-                + weight * (loss_smooth + p.separation_weight * (loss_sep_l + loss_sep_u)))
-        logs = {"loss_sup": loss_sup, "loss_ce": loss_ce, "loss_smooth": loss_smooth,
-                "loss_sep_l": loss_sep_l, "loss_sep_u": loss_sep_u}
+        loss = loss_sup + p.ce_weight * loss_ce + weight * p.separation_weight * (loss_sep_l + loss_sep_u)
+        logs = {"loss_sup": loss_sup, "loss_ce": loss_ce, "loss_sep_l": loss_sep_l, "loss_sep_u": loss_sep_u}
         logs = {k: float(v.detach()) for k, v in logs.items()}
         logs["consistency_weight"] = weight
-        return StepOutput(loss, logs)
+        loss_smooth = zero
+        if p.smoothness:
+            target = probs.detach() if reuse else None
+            if p.staged_backward:
+                ctx.backward(loss)  # frees the training graph; no randomness is drawn in between
+                del logits, features, probs
+                loss = zero
+            loss_smooth = vat_loss(self.network, image, xi=p.vat_xi, eps=p.vat_eps,
+                                   power_iterations=p.power_iterations, distance=self.smoothness_distance,
+                                   target=target).loss
+        logs["loss_smooth"] = float(loss_smooth.detach())
+        return StepOutput(loss + weight * loss_smooth, logs)

@@ -7,7 +7,9 @@ from torch import nn
 
 
 class MLPHead(nn.Module):
-    """Linear(C_in, hidden) + BatchNorm1d + activation + Linear(hidden, C_out): (N, C_in) -> (N, C_out)."""
+    """Linear(C_in, hidden) + BatchNorm1d + activation + Linear(hidden, C_out): (N, C_in) -> (N, C_out).
+
+    ``act`` may work in place: it only ever sees the BatchNorm output."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, act: nn.Module):
         super().__init__()
@@ -22,7 +24,7 @@ class MLPHead(nn.Module):
 
 def _selector(feat_dim: int) -> MLPHead:
     """Per-class score head: (N, feat_dim) -> (N, 1) raw logit."""
-    return MLPHead(feat_dim, feat_dim, 1, nn.LeakyReLU(0.2))
+    return MLPHead(feat_dim, feat_dim, 1, nn.LeakyReLU(0.2, inplace=True))
 
 
 class SSNetHeads(nn.Module):
@@ -34,8 +36,8 @@ class SSNetHeads(nn.Module):
         self.n_classes = n_classes
         self.dim_in = dim_in
         self.feat_dim = feat_dim
-        self.projection_head = MLPHead(dim_in, feat_dim, feat_dim, nn.ReLU())
-        self.prediction_head = MLPHead(feat_dim, feat_dim, feat_dim, nn.ReLU())
+        self.projection_head = MLPHead(dim_in, feat_dim, feat_dim, nn.ReLU(inplace=True))
+        self.prediction_head = MLPHead(feat_dim, feat_dim, feat_dim, nn.ReLU(inplace=True))
         self.selectors = nn.ModuleList(_selector(feat_dim) for _ in range(n_classes))
         self.memory_selectors = nn.ModuleList(_selector(feat_dim) for _ in range(n_classes))
 

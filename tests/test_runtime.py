@@ -1,0 +1,64 @@
+"""Process-level speed settings: memory layout and glibc malloc thresholds (same results)."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, tiny_run_config
+from ssnet.engine.trainer import RunOutputs, Trainer, train
+from ssnet.errors import ConfigError
+from ssnet.runtime import configure_malloc, memory_format
+
+
+def test_memory_format_by_dimension():
+    assert memory_format(False, 3) == torch.contiguous_format
+    assert memory_format(True, 3) == torch.channels_last_3d
+    assert memory_format(True, 2) == torch.channels_last
+
+
+def test_malloc_thresholds_checked_and_applied():
+    assert configure_malloc(None, None) == {}
+    with pytest.raises(ConfigError, match="cpu_allocator.mmap_threshold_mb"):
+        configure_malloc(4096, None)
+    with pytest.raises(ConfigError, match="cpu_allocator.trim_threshold_mb"):
+        configure_malloc(None, -1)
+    # in a child process: the thresholds would stay raised for the rest of this test session
+    code = ("import json; from ssnet.runtime import configure_malloc; "
+            "print(json.dumps(configure_malloc(2047, 64)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    applied = json.loads(done.stdout)
+    if sys.platform.startswith("linux"):  # glibc
+        assert applied == {"M_MMAP_THRESHOLD": 2047 << 20, "M_TRIM_THRESHOLD": 64 << 20}
+
+
+def _outputs(path):
+    return RunOutputs(path / "model.pt", path / "train_log.csv", path / "val_log.csv", path / "run_info.json")
+
+
+@pytest.mark.parametrize("dataset", ["LA", "ACDC"])
+def test_channels_last_training_matches_contiguous(preprocessed, tmp_path, monkeypatch, dataset):
+    """SS-Net trained with channels-last weights and batches: the same losses up to summation order.
+
+    The UNet's element-wise dropout is switched off: its masks are drawn in memory order, so the two
+    layouts draw different (equally distributed) masks. VNet's channel dropout is layout-independent."""
+    calls = []
+    monkeypatch.setattr("ssnet.engine.trainer.configure_malloc", lambda *args: calls.append(args[:2]) or {})
+    logs = {}
+    for channels_last in (False, True):
+        cfg = tiny_run_config(dataset, method="ssnet", iterations=3)
+        if dataset == "ACDC":
+            cfg["network"] = {**cfg["network"], "dropout": [0.0] * 5}
+        cfg.update(channels_last=channels_last, cpu_allocator={"mmap_threshold_mb": 2047, "trim_threshold_mb": None})
+        out = tmp_path / str(channels_last)
+        train(cfg, 3, preprocessed[dataset], _outputs(out), tmp_path / f"ckpt{channels_last}")
+        logs[channels_last] = pd.read_csv(out / "train_log.csv")
+    assert calls == [(2047, None), (2047, None)]
+    columns = ["loss", "loss_sup", "loss_smooth", "loss_sep_l", "loss_sep_u"]
+    pd.testing.assert_frame_equal(logs[True][columns], logs[False][columns], rtol=1e-3, atol=1e-5)
+    trainer = Trainer(cfg, 3, preprocessed[dataset], tmp_path / "ckpt_probe")
+    conv = next(m for m in trainer.method.network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    assert conv.weight.is_contiguous(memory_format=memory_format(True, 3 if dataset == "LA" else 2))
