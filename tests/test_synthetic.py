@@ -100,4 +100,6 @@ def test_acdc_format(tmp_path):
 def test_unknown_params_rejected(tmp_path, dataset):
     with pytest.raises(ValueError, match="bogus_param"):
         make_synthetic(dataset, tmp_path / "raw", tmp_path / "splits", {"bogus_param": 1}, seed=0)
+    with pytest.raises(ValueError, match="unknown dataset 'BraTS'"):
+        make_synthetic("BraTS", tmp_path / "raw", tmp_path / "splits", seed=0)
     assert not (tmp_path / "raw").exists()

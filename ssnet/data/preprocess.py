@@ -312,18 +312,10 @@ def preprocess_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str
     ``out_dir/splits/`` (ACDC: ``train_slices.list`` is generated from the volumes if absent), and
     ``out_dir/manifest.csv`` records every input file with its SHA-256 and its outputs.
     """
-    key = str(dataset).upper()
-    defaults = {"LA": LA_PARAM_DEFAULTS, "ACDC": ACDC_PARAM_DEFAULTS}.get(key)
-    if defaults is None:
-        raise ValueError(f"unknown dataset {dataset!r}: expected 'LA' or 'ACDC'")
+    key, p = checks.dataset_params(dataset, {"LA": LA_PARAM_DEFAULTS, "ACDC": ACDC_PARAM_DEFAULTS}, params,
+                                   "preprocessing")
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}: expected one of {', '.join(SOURCES)}")
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {key} preprocessing parameter(s): {', '.join(unknown)} "
-                         f"(allowed: {', '.join(sorted(defaults)) or 'none'})")
-    p = {**defaults, **params}
     splits = read_splits(splits_dir, key)
     check_disjoint(splits)
     summary: dict[str, Any] = {"dataset": key, "source": source, "seed": int(seed), "params": p,

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import ndimage
 
+from ssnet.data.checks import dataset_params
 from ssnet.io import atomic_dir, write_lines
 
 LA_ID_ALPHABET = string.ascii_uppercase + string.digits
@@ -370,16 +371,7 @@ def make_synthetic(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | o
     ``params`` overrides the defaults (LA: ``LA_DEFAULTS``, ACDC: ``ACDC_DEFAULTS``); unknown names
     raise ValueError. Returns a summary: dataset, seed, resolved params, cases, splits.
     """
-    key = str(dataset).upper()
-    defaults = {"LA": LA_DEFAULTS, "ACDC": ACDC_DEFAULTS}.get(key)
-    if defaults is None:
-        raise ValueError(f"unknown dataset {dataset!r}: expected 'LA' or 'ACDC'")
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown synthetic {key} parameter(s): {', '.join(unknown)} "
-                         f"(allowed: {', '.join(sorted(defaults))})")
-    p = {**defaults, **params}
+    key, p = dataset_params(dataset, {"LA": LA_DEFAULTS, "ACDC": ACDC_DEFAULTS}, params, "synthetic")
     if key == "LA":
         cases = make_synthetic_la(raw_dir, n_cases=p["n_cases"], size_xy=p["size_xy"],
                                   n_slices=p["n_slices"], seed=seed)
