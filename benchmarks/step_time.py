@@ -236,6 +236,7 @@ def worker(config_name: str, variant: str, memory_format: str, malloc: str, thre
 
     method, batch = prepare_runtime(method, synthetic_batch(cfg, n_labelled, n_unlabelled), cfg["dim"],
                                     memory_format, malloc)
+
     def record_vat(measured: bool, step: dict) -> None:
         step["vat"] = sum(vat_seconds)
         vat_seconds.clear()
