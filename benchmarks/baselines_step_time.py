@@ -26,7 +26,7 @@ for path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(path))
 
 from step_time import (  # noqa: E402  (SS-Net's benchmark settings and iteration loop)
-    CONFIGS, RUNTIMES, peak_gb, prepare_runtime, run_in_subprocess, synthetic_batch, timed_steps)
+    CONFIGS, RUNTIMES, build_method, peak_gb, prepare_runtime, run_in_subprocess, synthetic_batch, timed_steps)
 
 METHODS = ["uamt", "sassnet", "dtc", "urpc", "mcnet", "ssnet", "supervised"]
 # Per-dataset method params (the protocol's ACDC values; LA uses the dataclass defaults).
@@ -44,18 +44,9 @@ PARAMS = {
 
 def worker(config_name: str, method_name: str, memory_format: str, malloc: str, threads: int, warmup: int,
            repeats: int) -> dict:
-    import torch
-
-    from ssnet.methods import get_method_class
-    from ssnet.methods.base import DatasetSpec
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    cfg = CONFIGS[config_name]
-    spec = DatasetSpec(cfg["dataset"], cfg["dim"], cfg["n_classes"])
-    cls = get_method_class(method_name)
-    params = cfg["params"] if method_name == "ssnet" else PARAMS[cfg["dataset"]].get(method_name, {})
-    method = cls(cls.Params(**params), spec, cfg["network"])
+    dataset = CONFIGS[config_name]["dataset"]
+    params = CONFIGS[config_name]["params"] if method_name == "ssnet" else PARAMS[dataset].get(method_name, {})
+    cfg, method = build_method(config_name, method_name, params, threads)
     if method_name == "supervised":
         n_labelled, n_unlabelled = cfg["labelled_only"], 0
     else:

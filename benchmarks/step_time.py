@@ -197,26 +197,32 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
-def worker(config_name: str, variant: str, memory_format: str, malloc: str, threads: int, warmup: int,
-           repeats: int) -> dict:
+def build_method(config_name: str, method_type: str, params: dict, threads: int):
+    """The configuration's dict and a ``method_type`` method with ``params`` for it (seeded weights)."""
     import torch
 
-    import ssnet.methods.ssnet as ssnet_method
     from ssnet.methods import get_method_class
     from ssnet.methods.base import DatasetSpec
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = CONFIGS[config_name]
+    cls = get_method_class(method_type)
     spec = DatasetSpec(cfg["dataset"], cfg["dim"], cfg["n_classes"])
+    return cfg, cls(cls.Params(**params), spec, cfg["network"])
+
+
+def worker(config_name: str, variant: str, memory_format: str, malloc: str, threads: int, warmup: int,
+           repeats: int) -> dict:
+    import ssnet.methods.ssnet as ssnet_method
+
     ssnet_variant = VARIANTS[variant] is not None
     if not ssnet_variant:
-        cls = get_method_class("supervised")
-        method = cls(cls.Params(), spec, cfg["network"])
+        cfg, method = build_method(config_name, "supervised", {}, threads)
         n_labelled, n_unlabelled = cfg["labelled_only"], 0
     else:
-        cls = get_method_class("ssnet")
-        method = cls(cls.Params(**cfg["params"], **VARIANTS[variant]), spec, cfg["network"])
+        params = {**CONFIGS[config_name]["params"], **VARIANTS[variant]}
+        cfg, method = build_method(config_name, "ssnet", params, threads)
         n_labelled, n_unlabelled = cfg["labelled"], cfg["unlabelled"]
         if variant == "ssnet-refexec":
             ssnet_method.vat_loss = _vat_with_parameter_backward
