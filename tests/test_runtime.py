@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT, tiny_run_config
 from ssnet.engine.trainer import RunOutputs, Trainer, train
 from ssnet.errors import ConfigError
+from ssnet.evaluation.evaluate import evaluate_run
 from ssnet.runtime import configure_malloc, memory_format
 
 
@@ -46,7 +47,7 @@ def test_channels_last_training_matches_contiguous(preprocessed, tmp_path, monke
     The UNet's element-wise dropout is switched off: its masks are drawn in memory order, so the two
     layouts draw different (equally distributed) masks. VNet's channel dropout is layout-independent."""
     calls = []
-    monkeypatch.setattr("ssnet.engine.trainer.configure_malloc", lambda *args: calls.append(args[:2]) or {})
+    monkeypatch.setattr("ssnet.runtime.configure_malloc", lambda *args: calls.append(args[:2]) or {})
     logs = {}
     for channels_last in (False, True):
         cfg = tiny_run_config(dataset, method="ssnet", iterations=3)
@@ -57,6 +58,8 @@ def test_channels_last_training_matches_contiguous(preprocessed, tmp_path, monke
         train(cfg, 3, preprocessed[dataset], _outputs(out), tmp_path / f"ckpt{channels_last}")
         logs[channels_last] = pd.read_csv(out / "train_log.csv")
     assert calls == [(2047, None), (2047, None)]
+    evaluate_run(out / "model.pt", preprocessed[dataset], tmp_path / "metrics.csv")
+    assert calls[-1] == (2047, None)  # evaluation: the allocator setting the run was trained with
     columns = ["loss", "loss_sup", "loss_smooth", "loss_sep_l", "loss_sep_u"]
     pd.testing.assert_frame_equal(logs[True][columns], logs[False][columns], rtol=1e-3, atol=1e-5)
     trainer = Trainer(cfg, 3, preprocessed[dataset], tmp_path / "ckpt_probe")

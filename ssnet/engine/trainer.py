@@ -27,7 +27,7 @@ from ssnet.engine.schedule import learning_rate
 from ssnet.evaluation.predict import dice_per_class, predict_case
 from ssnet.io import write_csv, write_json
 from ssnet.methods.base import Batch, StepContext
-from ssnet.runtime import configure_malloc, memory_format
+from ssnet.runtime import apply_cpu_allocator, memory_format
 from ssnet.seeding import seed_everything, seed_iteration, set_deterministic, worker_init_fn
 
 
@@ -100,8 +100,7 @@ class Trainer:
         set_deterministic(bool(run_cfg.get("deterministic", True)))
         torch.backends.cudnn.benchmark = bool(run_cfg.get("cudnn_benchmark", False))
         self.hash = config_hash({"run": run_cfg, "seed": self.seed})
-        allocator = run_cfg.get("cpu_allocator") or {}
-        configure_malloc(allocator.get("mmap_threshold_mb"), allocator.get("trim_threshold_mb"), self.progress)
+        apply_cpu_allocator(run_cfg, self.progress)
         self.memory_format = memory_format(bool(run_cfg.get("channels_last")), self.spec.dim)
         seed_everything(self.seed)  # weight initialisation
         self.method = build_method(run_cfg).to(self.device, memory_format=self.memory_format)

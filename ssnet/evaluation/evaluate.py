@@ -18,6 +18,7 @@ from ssnet.engine.trainer import resolve_device
 from ssnet.evaluation.metrics import case_metrics_multiclass
 from ssnet.evaluation.predict import predict_case
 from ssnet.io import atomic_path, write_csv
+from ssnet.runtime import apply_cpu_allocator
 
 COLUMNS = ["dataset", "method", "labelled", "seed", "case", "class", "dice", "jaccard", "hd95", "asd",
            "empty_prediction", "empty_ground_truth"]
@@ -38,6 +39,7 @@ def evaluate_run(model_path: str | Path, data_root: str | Path, out_csv: str | P
     torch.set_num_threads(max(1, int(threads)))
     method, saved = load_model(model_path)
     cfg = saved["run_config"]
+    apply_cpu_allocator(cfg, lambda line: print(line, file=sys.stderr, flush=True))
     spec = dataset_spec(cfg["dataset"])
     device = resolve_device(cfg["device"])
     network = method.to(device).inference_network()
