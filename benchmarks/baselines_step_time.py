@@ -26,7 +26,7 @@ for path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(path))
 
 from step_time import (  # noqa: E402  (SS-Net's benchmark settings and iteration loop)
-    CONFIGS, RUNTIMES, build_method, peak_gb, prepare_runtime, run_in_subprocess, synthetic_batch, timed_steps)
+    CONFIGS, RUNTIMES, peak_gb, run_in_subprocess, setup_step, timed_steps)
 
 METHODS = ["uamt", "sassnet", "dtc", "urpc", "mcnet", "ssnet", "supervised"]
 # Per-dataset method params (the protocol's ACDC values; LA uses the dataclass defaults).
@@ -42,21 +42,14 @@ PARAMS = {
 }
 
 
-def worker(config_name: str, method_name: str, memory_format: str, malloc: str, threads: int, warmup: int,
-           repeats: int) -> dict:
+def worker(config_name: str, method_name: str, runtime: str, threads: int, warmup: int, repeats: int) -> dict:
     dataset = CONFIGS[config_name]["dataset"]
     params = CONFIGS[config_name]["params"] if method_name == "ssnet" else PARAMS[dataset].get(method_name, {})
-    cfg, method = build_method(config_name, method_name, params, threads)
-    if method_name == "supervised":
-        n_labelled, n_unlabelled = cfg["labelled_only"], 0
-    else:
-        n_labelled, n_unlabelled = cfg["labelled"], cfg["unlabelled"]
-    method, batch = prepare_runtime(method, synthetic_batch(cfg, n_labelled, n_unlabelled), cfg["dim"],
-                                    memory_format, malloc)
+    cfg, method, batch = setup_step(config_name, method_name, params, threads, runtime)
     steps, out = timed_steps(method, batch, warmup, repeats, 3000, 6000)
     wall = [step["total"] for step in steps]
-    return {"config": config_name, "method": method_name, "memory_format": memory_format, "malloc": malloc,
-            "threads": threads, "batch": n_labelled + n_unlabelled, "shape": list(cfg["shape"]),
+    return {"config": config_name, "method": method_name, "runtime": runtime, "threads": threads,
+            "batch": batch.image.shape[0], "shape": list(cfg["shape"]),
             "parameters": sum(q.numel() for q in method.parameters()), "median_s": statistics.median(wall),
             "steps_s": wall, "peak_gb": peak_gb(), "last_logs": out.logs}
 
@@ -80,8 +73,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--worker", nargs=4, metavar=("CONFIG", "METHOD", "MEMORY_FORMAT", "MALLOC"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("CONFIG", "METHOD", "RUNTIME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker, args.threads, args.warmup, args.repeats)))

@@ -131,14 +131,28 @@ def synthetic_batch(cfg: dict, n_labelled: int, n_unlabelled: int):
     return Batch(image, label)
 
 
-def prepare_runtime(method, batch, dim: int, memory_format: str, malloc: str):
-    """Apply a runtime's settings the way the engine does; returns (method, batch) to train."""
-    from ssnet.runtime import configure_malloc, memory_format as layout
+def setup_step(config_name: str, method_type: str, params: dict, threads: int, runtime: str):
+    """(configuration dict, method, batch) for a worker, with the runtime's settings applied the way the
+    engine applies them. ``supervised`` gets the labelled-only batch, other methods labelled + unlabelled."""
+    import torch
 
+    from ssnet.methods import get_method_class
+    from ssnet.methods.base import DatasetSpec
+    from ssnet.runtime import configure_malloc, memory_format
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    layout, malloc = RUNTIMES[runtime]
     if malloc == "tuned":
         configure_malloc(TUNED_MALLOC_MB, TUNED_MALLOC_MB)
-    fmt = layout(memory_format == "channels_last", dim)
-    return method.to(memory_format=fmt), batch.to(batch.image.device, fmt)
+    cfg = CONFIGS[config_name]
+    cls = get_method_class(method_type)
+    method = cls(cls.Params(**params), DatasetSpec(cfg["dataset"], cfg["dim"], cfg["n_classes"]), cfg["network"])
+    n_labelled, n_unlabelled = ((cfg["labelled_only"], 0) if method_type == "supervised"
+                                else (cfg["labelled"], cfg["unlabelled"]))
+    fmt = memory_format(layout == "channels_last", cfg["dim"])
+    batch = synthetic_batch(cfg, n_labelled, n_unlabelled)
+    return cfg, method.to(memory_format=fmt), batch.to(batch.image.device, fmt)
 
 
 def timed_steps(method, batch, warmup: int, repeats: int, iteration: int, max_iterations: int,
@@ -197,33 +211,15 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
-def build_method(config_name: str, method_type: str, params: dict, threads: int):
-    """The configuration's dict and a ``method_type`` method with ``params`` for it (seeded weights)."""
-    import torch
-
-    from ssnet.methods import get_method_class
-    from ssnet.methods.base import DatasetSpec
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    cfg = CONFIGS[config_name]
-    cls = get_method_class(method_type)
-    spec = DatasetSpec(cfg["dataset"], cfg["dim"], cfg["n_classes"])
-    return cfg, cls(cls.Params(**params), spec, cfg["network"])
-
-
-def worker(config_name: str, variant: str, memory_format: str, malloc: str, threads: int, warmup: int,
-           repeats: int) -> dict:
+def worker(config_name: str, variant: str, runtime: str, threads: int, warmup: int, repeats: int) -> dict:
     import ssnet.methods.ssnet as ssnet_method
 
     ssnet_variant = VARIANTS[variant] is not None
     if not ssnet_variant:
-        cfg, method = build_method(config_name, "supervised", {}, threads)
-        n_labelled, n_unlabelled = cfg["labelled_only"], 0
+        cfg, method, batch = setup_step(config_name, "supervised", {}, threads, runtime)
     else:
         params = {**CONFIGS[config_name]["params"], **VARIANTS[variant]}
-        cfg, method = build_method(config_name, "ssnet", params, threads)
-        n_labelled, n_unlabelled = cfg["labelled"], cfg["unlabelled"]
+        cfg, method, batch = setup_step(config_name, "ssnet", params, threads, runtime)
         if variant == "ssnet-refexec":
             ssnet_method.vat_loss = _vat_with_parameter_backward
             ssnet_method.separation_loss = _separation_with_distance_matrix
@@ -240,9 +236,6 @@ def worker(config_name: str, variant: str, memory_format: str, malloc: str, thre
 
         ssnet_method.vat_loss = timed_vat
 
-    method, batch = prepare_runtime(method, synthetic_batch(cfg, n_labelled, n_unlabelled), cfg["dim"],
-                                    memory_format, malloc)
-
     def record_vat(measured: bool, step: dict) -> None:
         step["vat"] = sum(vat_seconds)
         vat_seconds.clear()
@@ -250,8 +243,8 @@ def worker(config_name: str, variant: str, memory_format: str, malloc: str, thre
     steps, out = timed_steps(method, batch, warmup, repeats, 6000, 15000, record_vat)
     wall = [step["total"] for step in steps]
     shares = [phase_shares(step) for step in steps]
-    return {"config": config_name, "variant": variant, "memory_format": memory_format, "malloc": malloc,
-            "threads": threads, "batch": n_labelled + n_unlabelled, "shape": list(cfg["shape"]),
+    return {"config": config_name, "variant": variant, "runtime": runtime, "threads": threads,
+            "batch": batch.image.shape[0], "shape": list(cfg["shape"]),
             "median_s": statistics.median(wall), "steps_s": wall,
             "median_cpu_s": statistics.median(step["cpu"] for step in steps),
             "phases": {name: statistics.median(share[name] for share in shares) for name in shares[0]},
@@ -260,17 +253,14 @@ def worker(config_name: str, variant: str, memory_format: str, malloc: str, thre
 
 
 def run_in_subprocess(script: Path, worker_args: list[str], runtime: str, args) -> dict:
-    """Run ``script --worker *worker_args MEMORY_FORMAT MALLOC`` in a fresh process; its JSON result."""
-    memory_format, malloc = RUNTIMES[runtime]
+    """Run ``script --worker *worker_args RUNTIME`` in a fresh process; its JSON result."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, str(script), "--worker", *worker_args, memory_format, malloc,
+    cmd = [sys.executable, str(script), "--worker", *worker_args, runtime,
            "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"worker {worker_args}/{runtime} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["runtime"] = runtime
-    return result
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 PHASES = ["forward", "vat_passes", "backward_training", "backward_smoothness", "backward", "sgd"]
@@ -283,7 +273,7 @@ def format_table(results: list[dict]) -> str:
              "|---|---|---|---|---:|---|---:|---:|---:|---:|"]
     for r in results:
         ref_s, ref_gb = REFERENCE_SSNET[r["config"]]
-        ssnet = r["variant"] != "labelled-only"
+        ssnet = VARIANTS[r["variant"]] is not None
         speed_up = f"{ref_s / r['median_s']:.2f}x" if ssnet else "-"
         memory = f"{r['peak_gb'] / ref_gb:.2f}" if ssnet else "-"
         steps = ", ".join(f"{t:.2f}" for t in r["steps_s"])
@@ -307,8 +297,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the variant sequence (pooled steps)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--worker", nargs=4, metavar=("CONFIG", "VARIANT", "MEMORY_FORMAT", "MALLOC"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("CONFIG", "VARIANT", "RUNTIME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker, args.threads, args.warmup, args.repeats)))

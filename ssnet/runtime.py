@@ -23,8 +23,7 @@ import torch
 
 from ssnet.errors import ConfigError
 
-M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
-M_MMAP_THRESHOLD = -3
+MALLOPT_OPTIONS = {"M_MMAP_THRESHOLD": -3, "M_TRIM_THRESHOLD": -1}  # glibc <malloc.h>
 MAX_THRESHOLD_MB = 2047  # mallopt takes a C int (bytes)
 
 
@@ -42,9 +41,9 @@ def configure_malloc(mmap_threshold_mb: int | None, trim_threshold_mb: int | Non
     Returns the settings applied, in bytes. Where the C library has no ``mallopt`` (not glibc), calls
     ``warn`` and applies nothing; raises ConfigError for a value glibc refuses or out of range.
     """
-    wanted = {"M_MMAP_THRESHOLD": (M_MMAP_THRESHOLD, mmap_threshold_mb),
-              "M_TRIM_THRESHOLD": (M_TRIM_THRESHOLD, trim_threshold_mb)}
-    wanted = {name: (option, mb) for name, (option, mb) in wanted.items() if mb is not None}
+    wanted = {"M_MMAP_THRESHOLD": ("mmap_threshold_mb", mmap_threshold_mb),
+              "M_TRIM_THRESHOLD": ("trim_threshold_mb", trim_threshold_mb)}
+    wanted = {name: (key, mb) for name, (key, mb) in wanted.items() if mb is not None}
     if not wanted:
         return {}
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
@@ -52,12 +51,11 @@ def configure_malloc(mmap_threshold_mb: int | None, trim_threshold_mb: int | Non
         warn("cpu_allocator: this C library has no mallopt (not glibc); the thresholds are not applied")
         return {}
     applied = {}
-    for name, (option, mb) in wanted.items():
-        key = f"cpu_allocator.{name.lower()[2:]}_mb"
+    for name, (key, mb) in wanted.items():
         if not 0 <= mb <= MAX_THRESHOLD_MB:
-            raise ConfigError(f"{key} must be between 0 and {MAX_THRESHOLD_MB}, got {mb}")
-        if libc.mallopt(ctypes.c_int(option), ctypes.c_int(mb << 20)) != 1:
-            raise ConfigError(f"{key}: glibc mallopt refused {mb} MiB")
+            raise ConfigError(f"cpu_allocator.{key} must be between 0 and {MAX_THRESHOLD_MB}, got {mb}")
+        if libc.mallopt(ctypes.c_int(MALLOPT_OPTIONS[name]), ctypes.c_int(mb << 20)) != 1:
+            raise ConfigError(f"cpu_allocator.{key}: glibc mallopt refused {mb} MiB")
         applied[name] = mb << 20
     return applied
 
