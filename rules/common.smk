@@ -5,11 +5,8 @@ from pathlib import Path
 # The workflow imports the project package from this checkout (scripts do so via scripts/_project.py).
 sys.path.insert(0, workflow.basedir)
 
-from ssnet.config import (  # noqa: E402
-    enabled_datasets,
-    run_config,
-    validate_config,
-)
+from ssnet.config import enabled_datasets, resolve_config, run_config  # noqa: E402
+from ssnet.datasets import DATASETS as REGISTERED_DATASETS, get_dataset  # noqa: E402
 from ssnet.errors import ConfigError  # noqa: E402
 from ssnet.report.targets import report_targets  # noqa: E402
 from ssnet.workflow import run_path, runs_of  # noqa: E402
@@ -21,32 +18,20 @@ def _stop(message):
     sys.exit(1)
 
 
+# The resolved configuration (every default applied, method variants resolved, values checked against
+# the datasets and their split lists) replaces the merged config files for every rule.
 try:
-    validate_config(config)
+    config.update(resolve_config(config))
 except ConfigError as exc:
     _stop(f"invalid configuration: {exc}")
 
 DATASETS = enabled_datasets(config)
-DATA_HINT = {
-    "raw": {
-        "LA": "the folder that contains 'Training Set/<case ID>/lgemri.nrrd' and "
-        "'laendo.nrrd' (2018 Atrial Segmentation Challenge)",
-        "ACDC": "the folder that contains 'training/patientNNN/' with Info.cfg and the ED/ES "
-        "frames (ACDC challenge training set)",
-    },
-    "preprocessed": {
-        "LA": "the folder that contains '2018LA_Seg_Training Set/<case ID>/mri_norm2.h5' "
-        "(the shared preprocessed LA release)",
-        "ACDC": "the folder that contains 'data/patientNNN_frame0F.h5' and 'data/slices/' "
-        "(the shared preprocessed ACDC release)",
-    },
-}
 
 
 def _check_raw_data():
     missing = [
         f"  datasets.{d}.raw_dir = '{config['datasets'][d]['raw_dir']}' is not a folder; "
-        f"it must be {DATA_HINT[config['datasets'][d]['source']][d]}"
+        f"it must be {get_dataset(d).release_hints[config['datasets'][d]['source']]}"
         for d in DATASETS
         if config["datasets"][d]["source"] in ("raw", "preprocessed")
         and not Path(config["datasets"][d]["raw_dir"]).is_dir()
@@ -65,7 +50,7 @@ _check_raw_data()
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS) or "LA|ACDC",
+    dataset="|".join(DATASETS or REGISTERED_DATASETS),
     labelled=r"\d+|all",
     seed=r"\d+",
     method=r"[A-Za-z0-9_\-]+",
@@ -113,11 +98,11 @@ def raw_source(wildcards):
 
 
 def synthetic_params(wildcards):
-    return config["datasets"][wildcards.dataset].get("synthetic", {})
+    return config["datasets"][wildcards.dataset]["synthetic"]
 
 
 def preprocessing_params(wildcards):
-    return config["datasets"][wildcards.dataset].get("preprocessing", {})
+    return config["datasets"][wildcards.dataset]["preprocessing"]
 
 
 # ---- training and evaluation -------------------------------------------------------------------

@@ -22,6 +22,6 @@ rule evaluate:
         gpu=train_gpus(),
     params:
         inference=inference_params,
-        qualitative_cases=config.get("report", {}).get("qualitative_cases", 3),
+        qualitative_cases=config["report"]["qualitative_cases"],
     script:
         "../scripts/evaluate.py"

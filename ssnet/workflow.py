@@ -22,7 +22,7 @@ def training_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
 
 def released_runs(config: dict, dataset: str) -> list[tuple[str, str, int]]:
     """(method, labelled, seed) of the released-checkpoint rows of a dataset."""
-    items = config["datasets"][dataset].get("released_checkpoints", [])
+    items = config["datasets"][dataset]["released_checkpoints"]
     return [(RELEASED_METHOD, str(item["labelled"]), RELEASED_SEED) for item in items]
 
 
