@@ -29,7 +29,7 @@ from step_time import (  # noqa: E402  (SS-Net's benchmark settings and iteratio
     CONFIGS, RUNTIMES, peak_gb, run_in_subprocess, setup_step, timed_steps)
 
 METHODS = ["uamt", "sassnet", "dtc", "urpc", "mcnet", "ssnet", "supervised"]
-# Per-dataset method params (the protocol's ACDC values; LA uses the dataclass defaults).
+# Per-dataset method params (the protocol's ACDC values; LA uses the defaults of ssnet/methods/<type>.yaml).
 PARAMS = {
     "LA": {},
     "ACDC": {

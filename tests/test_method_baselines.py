@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from conftest import tiny_run_config
+from ssnet.config.params import complete, defaults, method_fragment, method_types
 from ssnet.engine.checkpoint import load_model, load_torch
 from ssnet.engine.trainer import RunOutputs, Trainer, train
 from ssnet.errors import ConfigError
 from ssnet.evaluation.predict import predict_case
+from ssnet.methods import METHODS as REGISTERED
 from ssnet.methods import get_method_class, parse_params
 from ssnet.methods.base import Batch, DatasetSpec, StepContext
 from ssnet.methods.dtc import dtc_transform
@@ -29,7 +31,7 @@ TINY = {
 }
 # A small discriminator keeps the tests fast (the protocol's is ndf 64).
 SMALL = {"sassnet": {"disc_filters": 8}}
-# The protocol's ACDC values (config.yaml carries them; the dataclass defaults are LA's).
+# The protocol's ACDC values (config.yaml carries them; the defaults in ssnet/methods/<type>.yaml are LA's).
 ACDC_PARAMS = {
     "uamt": {"consistency": 0.1, "consistency_rampup": 200.0},
     "sassnet": {"consistency": 0.01, "consistency_rampup": 200.0},
@@ -42,8 +44,8 @@ ACDC_PARAMS = {
 def make_method(name, dim, **params):
     net, _, n_classes = TINY[dim]
     cls = get_method_class(name)
-    defaults = {**SMALL.get(name, {}), **(ACDC_PARAMS[name] if dim == 2 else {})}
-    return cls(cls.Params(**{**defaults, **params}), DatasetSpec(f"tiny{dim}d", dim, n_classes), net)
+    protocol = {**SMALL.get(name, {}), **(ACDC_PARAMS.get(name, {}) if dim == 2 else {})}
+    return cls(cls.Params(**{**protocol, **params}), DatasetSpec(f"tiny{dim}d", dim, n_classes), net)
 
 
 def make_batch(dim, n_labelled=2, n_unlabelled=2, seed=0):
@@ -64,10 +66,44 @@ def test_registered_with_every_number_a_param():
     assert get_method_class("uamt").Params().uncertainty_passes == 8
     assert get_method_class("mcnet").Params().temperature == 0.1
     assert get_method_class("dtc").Params().transform_k == 1500.0
-    with pytest.raises(ConfigError, match="even"):
-        make_method("uamt", 3, uncertainty_passes=3)
+    with pytest.raises(ConfigError, match="uncertainty_passes = 3 is not allowed: .*a multiple of 2"):
+        parse_params("uamt", {"uncertainty_passes": 3}, "methods.uamt.params.LA")
     with pytest.raises(ConfigError, match="seg_output"):
         make_method("dtc", 2, seg_output="sigmoid")  # 4 classes
+    with pytest.raises(ConfigError, match="aux_upsample"):
+        make_method("urpc", 2, aux_upsample="trilinear")
+
+
+PARAM_TYPES = {"number": float, "integer": int, "boolean": bool, "string": str}
+
+
+def test_every_method_type_declares_its_parameters():
+    """ssnet/methods/<type>.yaml exists exactly for the registered types; every parameter has a default and
+    a description, each default satisfies its own declaration and keeps its Python type (1.0 for a number),
+    and the generated ``Params`` dataclass has those fields and defaults."""
+    assert method_types() == sorted(REGISTERED)
+    for name in method_types():
+        fragment = method_fragment(name)
+        params = fragment["params"]
+        assert fragment.get("description") and params, name
+        for key, declaration in params.items():
+            where = f"{name}.{key}"
+            assert "default" in declaration and declaration.get("description"), where
+            assert ("enum" in declaration) != ("type" in declaration), where  # enum: string choices, no type
+            if "enum" in declaration:
+                assert all(isinstance(v, str) for v in declaration["enum"]), where
+            else:
+                assert type(declaration["default"]) is PARAM_TYPES[declaration["type"]], where
+        values = defaults(params)
+        assert complete(params, values, f"methods.{name}.params") == values  # validates every default
+        cls = get_method_class(name)
+        assert dataclasses.is_dataclass(cls.Params)
+        assert dataclasses.asdict(cls.Params()) == values
+        for key, choices in fragment["binary_only"].items():
+            assert key in params and set(choices) <= set(params[key]["enum"]), f"{name}.{key}"
+            for choice in choices:  # the code agrees: those values need a two-class dataset
+                with pytest.raises(ConfigError, match=key):
+                    make_method(name, 2, **{key: choice})  # 4 classes
 
 
 # -------------------------------------------------------------------------------------- UA-MT
@@ -114,7 +150,8 @@ def test_uamt_teacher_entropy_and_masked_consistency():
     out = method.training_step(make_batch(3), StepContext(5999, 6000))
     # late in training the threshold is ln 2 > u: every unlabelled pixel counts
     assert out.logs["mask_share"] == 1.0 and out.logs["loss_consistency"] > 0
-    expected = 0.5 * (out.logs["loss_ce"] + out.logs["loss_dice"]) + out.logs["consistency_weight"] * out.logs["loss_consistency"]
+    logs = out.logs
+    expected = 0.5 * (logs["loss_ce"] + logs["loss_dice"]) + logs["consistency_weight"] * logs["loss_consistency"]
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
 
 

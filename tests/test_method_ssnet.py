@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from ssnet.config.params import complete, method_fragment
 from ssnet.errors import ConfigError
 from ssnet.losses import binary_dice_loss, dice_loss
 from ssnet.methods import get_method_class, parse_params
@@ -56,10 +57,14 @@ def test_registered_params_and_heads():
     assert params.consistency == 0.1 and params.smoothness is False
     with pytest.raises(ConfigError):
         parse_params("ssnet", {"lambda": 1.0}, "methods.ssnet.params.LA")
-    with pytest.raises(ConfigError, match="vat_target"):
-        make_method(3, vat_target="sometimes")
-    with pytest.raises(ConfigError, match="recompute"):
-        make_method(3, recompute="everything")
+    # choices and ranges are validated from ssnet.yaml by the config layer, before a method is built
+    declared = method_fragment("ssnet")["params"]
+    for key, value in {"vat_target": "sometimes", "recompute": "everything", "smoothness_distance": "kl",
+                       "supervised_dice": "binary", "power_iterations": 0, "vat_eps": 0.0}.items():
+        with pytest.raises(ConfigError, match=key):
+            complete(declared, {key: value}, "methods.ssnet.params.LA")
+    with pytest.raises(ConfigError, match="supervised_dice"):  # dataset-dependent: checked when built
+        make_method(2, supervised_dice="binary_foreground")
     assert {f.name for f in dataclasses.fields(params)} >= {
         "consistency", "consistency_rampup", "rampup_iteration_offset", "separation_weight", "vat_xi",
         "vat_eps", "power_iterations", "elements_per_class", "keep_highest_ranked", "smoothness",

@@ -58,6 +58,8 @@ def allowed_text(schema: Mapping[str, Any]) -> str:
         low, high = schema.get("minItems", 0), schema.get("maxItems")
         text += f" with {low} to {high} items" if high is not None and high != low else \
             (f" with {low} items" if high == low else f" with at least {low} items")
+    if "multipleOf" in schema:
+        bounds.append(f"a multiple of {schema['multipleOf']}")
     return text + (" " + " and ".join(bounds) if bounds else "")
 
 

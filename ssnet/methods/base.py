@@ -1,12 +1,14 @@
 """The method interface: what a segmentation method supplies to the one training engine.
 
 A method is an ``nn.Module`` that owns its networks (so ``state_dict``/``to(device)`` cover them),
-declares its hyper-parameters as a dataclass (each field a config key), computes the loss of one
-training step, and names the network used at test time. The engine owns everything else:
-iterations, LR schedule, sampling, validation, checkpoints, resume, logging.
+declares its hyper-parameters in ``ssnet/methods/<type>.yaml`` (type, range or choices, default and
+description of each; read by the torch-free config resolution), computes the loss of one training
+step, and names the network used at test time. The engine owns everything else: iterations, LR
+schedule, sampling, validation, checkpoints, resume, logging.
 
-Adding a method = one file in ``ssnet/methods/`` with a ``@register_method("name")`` class, plus a
-config block ``methods.<name>: {type: name, params: {LA: {...}, ACDC: {...}}}``.
+Adding a method = ``ssnet/methods/<type>.py`` with a ``@register_method("<type>")`` class, its
+parameter declaration ``ssnet/methods/<type>.yaml``, plus a config block
+``methods.<name>: {type: <type>, params: {<dataset>: {...}}}``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any, Callable, ClassVar, Iterable
 import torch
 from torch import nn
 
+from ssnet.config.params import complete, method_fragment
+from ssnet.datasets import DatasetSpec
 from ssnet.errors import ConfigError
 from ssnet.networks import build_network
 
@@ -25,24 +29,25 @@ METHODS: dict[str, type["Method"]] = {}
 
 
 def register_method(name: str):
-    """Class decorator: make a method available to the config as ``type: <name>``."""
+    """Class decorator: make a method available to the config as ``type: <name>``.
+
+    Sets ``cls.Params``: a dataclass of the parameters declared in ``ssnet/methods/<name>.yaml``.
+    """
 
     def decorate(cls: type["Method"]) -> type["Method"]:
         cls.type_name = name
+        cls.Params = params_class(name)
         METHODS[name] = cls
         return cls
 
     return decorate
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What a method needs to know about the data: name, spatial dims (2 or 3), classes, channels."""
-
-    name: str
-    dim: int
-    n_classes: int
-    in_channels: int = 1
+def params_class(method_type: str) -> type:
+    """A dataclass with one field per declared parameter of ``method_type``, defaulting as declared."""
+    declared = method_fragment(method_type)["params"]
+    fields = [(name, object, field(default=prop["default"])) for name, prop in declared.items()]
+    return dataclasses.make_dataclass(f"{method_type}_params", fields)
 
 
 @dataclass
@@ -93,16 +98,11 @@ class StepOutput:
     logs: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class NoParams:
-    """Hyper-parameters of a method that has none beyond the shared schedule."""
-
-
 class Method(nn.Module):
     """Base class; subclasses set ``Params`` and implement :meth:`training_step`."""
 
     type_name: ClassVar[str] = ""
-    Params: ClassVar[type] = NoParams
+    Params: ClassVar[type]  # set by @register_method from ssnet/methods/<type>.yaml
     uses_unlabelled: ClassVar[bool] = True
 
     def __init__(self, params: Any, spec: DatasetSpec, network: dict):
@@ -140,16 +140,10 @@ class Method(nn.Module):
 
 
 def parse_params(method_type: str, raw: dict | None, where: str) -> Any:
-    """Build the ``Params`` dataclass of ``method_type`` from a config dict, rejecting unknown keys."""
+    """The ``Params`` of ``method_type`` from a config dict, checked against its declaration (ConfigError
+    naming ``where``) with every default filled."""
     cls = get_method_class(method_type, where)
-    raw = dict(raw or {})
-    known = {f.name for f in dataclasses.fields(cls.Params)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {unknown} in {where} for method type '{method_type}'; valid keys: {sorted(known)}"
-        )
-    return cls.Params(**raw)
+    return cls.Params(**complete(method_fragment(method_type)["params"], raw, where))
 
 
 def get_method_class(method_type: str, where: str = "methods") -> type[Method]:
@@ -161,13 +155,8 @@ def get_method_class(method_type: str, where: str = "methods") -> type[Method]:
     return METHODS[method_type]
 
 
-SUPERVISED_DICE = ("auto", "binary_foreground", "multiclass")
-
-
 def resolve_supervised_dice(method: str, value: str, spec: DatasetSpec) -> str:
     """The supervised Dice form: ``auto`` = binary foreground Dice in 3D (2 classes), multi-class in 2D."""
-    if value not in SUPERVISED_DICE:
-        raise ConfigError(f"{method} params: supervised_dice must be one of {list(SUPERVISED_DICE)}, got {value!r}")
     if value == "auto":
         value = "binary_foreground" if spec.dim == 3 else "multiclass"
     if value == "binary_foreground" and spec.n_classes != 2:

@@ -14,18 +14,17 @@
   (``detach_targets`` offers the stop-gradient variant).
 - Both scripts increment their counter before lambda (``rampup_iteration_offset`` 1).
 - Test time: decoder 1 only (``MCNet.forward``).
-Defaults are the LA values.
+Parameters: ``mcnet.yaml`` (defaults: the LA values).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnet.errors import ConfigError
 from ssnet.losses import binary_dice_loss, dice_loss
 from ssnet.methods.base import (
     Batch,
@@ -35,23 +34,8 @@ from ssnet.methods.base import (
     register_method,
     resolve_supervised_dice,
 )
-from ssnet.methods.dtc import ramp_weight
+from ssnet.methods.shared import ramp_weight
 from ssnet.networks import MCNet as MCNetNetwork
-
-
-@dataclass
-class MCNetParams:
-    """MC-Net hyper-parameters (defaults: the reference LA script)."""
-
-    consistency: float = 1.0  # w_max; ACDC 0.1
-    consistency_rampup: float = 40.0  # ACDC 200
-    iters_per_epoch: int = 150
-    rampup_iteration_offset: int = 1  # counter incremented before lambda in both reference scripts
-    temperature: float = 0.1  # sharpening T
-    dice_weight: float = 0.5  # LA lamda 0.5; ACDC 1.0
-    ce_weight: float = 0.0  # reference computes CE but does not add it
-    supervised_dice: str = "auto"  # auto (3D: binary_foreground, 2D: multiclass) | binary_foreground | multiclass
-    detach_targets: bool = False  # False = reference (gradient flows through the sharpened targets)
 
 
 def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -75,13 +59,9 @@ def mutual_consistency(probs: list[torch.Tensor], temperature: float, detach_tar
 class MCNet(Method):
     """Shared encoder + two decoders (:class:`ssnet.networks.MCNet`)."""
 
-    Params = MCNetParams
-
-    def __init__(self, params: MCNetParams, spec, network: dict):
+    def __init__(self, params: Any, spec, network: dict):
         super().__init__(params, spec, network)
         self.supervised_dice = resolve_supervised_dice("mcnet", params.supervised_dice, spec)
-        if params.temperature <= 0:
-            raise ConfigError(f"mcnet params: temperature must be > 0, got {params.temperature}")
 
     def build_segmenter(self, network: dict) -> nn.Module:
         kwargs = {k: v for k, v in network.items() if k != "arch"}

@@ -9,55 +9,31 @@ now updated, in eval mode and without gradient maps the whole batch to SDMs; D (
 labelled = 1 / unlabelled = 0 with CE; one Adam step (lr 1e-4, betas 0.9/0.99). The Adam state is
 resume state (``extra_state_dict``); D's weights are part of the method's ``state_dict``.
 
-Heads, Dice, SDM target and CE as in :mod:`ssnet.methods.dtc` (3D: one-channel sigmoid head as the
-reference; 2D: softmax with one SDM per class). The discriminator reads the SDM channels and the image.
-Defaults are the LA values (w_max 0.015 for 8 labelled scans; the reference uses 0.01 with 16).
+Heads, Dice, SDM target and CE as in DTC (:mod:`ssnet.methods.shared`; 3D: one-channel sigmoid head as
+the reference; 2D: softmax with one SDM per class). The discriminator reads the SDM channels and the image.
+Parameters: ``sassnet.yaml`` (defaults: the LA values, w_max 0.015 for 8 labelled scans; the reference
+uses 0.01 with 16).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
-from ssnet.methods.dtc import build_dual_head, dual_head_supervised, ramp_weight
+from ssnet.methods.shared import build_dual_head, dual_head_supervised, ramp_weight
 from ssnet.modes import module_mode
 from ssnet.networks import Discriminator
-
-
-@dataclass
-class SASSNetParams:
-    """SASSNet hyper-parameters (defaults: the reference LA script with w_max for 8 labelled scans)."""
-
-    consistency: float = 0.015  # w_max of the adversarial term; reference 0.01 with 16 labelled scans
-    consistency_rampup: float = 40.0
-    iters_per_epoch: int = 150
-    rampup_iteration_offset: int = 0
-    sdm_weight: float = 0.3  # beta
-    dice_weight: float = 1.0
-    ce_weight: float = 0.0  # reference computes BCE but does not add it
-    dice_smooth: float = 1e-5
-    seg_output: str = "auto"  # auto (3D binary: sigmoid, else softmax) | sigmoid | softmax
-    disc_lr: float = 1e-4  # discriminator Adam
-    disc_beta1: float = 0.9
-    disc_beta2: float = 0.99
-    disc_filters: int = 64  # ndf
-    disc_dropout: float = 0.5
-    disc_negative_slope: float = 0.2
-    labelled_target: int = 1  # discriminator class of labelled samples (unlabelled: 1 - this)
 
 
 @register_method("sassnet")
 class SASSNet(Method):
     """Dual-head segmenter + discriminator with its own Adam optimiser."""
 
-    Params = SASSNetParams
-
-    def __init__(self, params: SASSNetParams, spec, network: dict):
+    def __init__(self, params: Any, spec, network: dict):
         super().__init__(params, spec, network)
         self.discriminator = Discriminator(spec.dim, self.network.head_channels, spec.in_channels,
                                            ndf=params.disc_filters, dropout=params.disc_dropout,

@@ -1,8 +1,9 @@
-"""Supervised training on labelled data only: the labelled-only lower bound and full supervision."""
+"""Supervised training on labelled data only: the labelled-only lower bound and full supervision.
+
+L = ce_weight * CE + dice_weight * Dice (softmax, mean over classes); parameters: ``supervised.yaml``.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch.nn.functional as F
 
@@ -10,19 +11,10 @@ from ssnet.losses import dice_loss
 from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
 
 
-@dataclass
-class SupervisedParams:
-    """L = ce_weight * CE + dice_weight * Dice (softmax, mean over classes)."""
-
-    ce_weight: float = 0.5
-    dice_weight: float = 0.5
-
-
 @register_method("supervised")
 class Supervised(Method):
     """The segmentation network alone, trained on the labelled subset (batches hold no unlabelled part)."""
 
-    Params = SupervisedParams
     uses_unlabelled = False
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:

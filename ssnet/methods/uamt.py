@@ -16,19 +16,18 @@ the student (the reference saves and tests ``model``, not ``ema_model``).
 
 Dice: 3D (LA, reference ``train_LA_meanteacher_certainty_unlabel.py``) squared soft Dice of the
 foreground softmax channel vs ``label == 1`` (smooth 1e-5); 2D (ACDC, SSL4MIS) mean over classes.
-Defaults are the LA values; ACDC: consistency_rampup 200.
+Parameters: ``uamt.yaml`` (defaults: the LA values; ACDC: consistency_rampup 200).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ssnet.errors import ConfigError
 from ssnet.methods.base import (
     Batch,
     Method,
@@ -37,30 +36,8 @@ from ssnet.methods.base import (
     register_method,
     resolve_supervised_dice,
 )
-from ssnet.methods.dtc import multiclass_squared_dice, ramp_weight, squared_dice
+from ssnet.methods.shared import multiclass_squared_dice, ramp_weight, squared_dice
 from ssnet.ramps import sigmoid_rampup
-
-
-@dataclass
-class UAMTParams:
-    """UA-MT hyper-parameters (defaults: the reference LA script)."""
-
-    consistency: float = 0.1  # w_max of lambda(t)
-    consistency_rampup: float = 40.0  # ACDC (SSL4MIS) 200
-    iters_per_epoch: int = 150
-    rampup_iteration_offset: int = 0
-    ema_decay: float = 0.99
-    uncertainty_passes: int = 8  # T (even: T/2 passes of the doubled unlabelled batch)
-    noise_std: float = 0.1
-    noise_clip: float = 0.2
-    threshold_base: float = 0.75  # entropy threshold (base + ramp * sigmoid_rampup(t, max_iter)) * ln 2
-    threshold_ramp: float = 0.25
-    entropy_eps: float = 1e-6  # u = -sum p log(p + eps)
-    mask_normaliser: float = 2.0  # L_con denominator: mask_normaliser * sum(mask) + 1e-16
-    ce_weight: float = 0.5
-    dice_weight: float = 0.5
-    dice_smooth: float = 1e-5
-    supervised_dice: str = "auto"  # auto (3D: binary_foreground, 2D: multiclass) | binary_foreground | multiclass
 
 
 def ema_alpha(iteration: int, decay: float) -> float:
@@ -79,13 +56,8 @@ def uncertainty_mask(uncertainty: torch.Tensor, iteration: int, max_iterations: 
 class UAMT(Method):
     """Student (``network``) + EMA teacher (``teacher``)."""
 
-    Params = UAMTParams
-
-    def __init__(self, params: UAMTParams, spec, network: dict):
+    def __init__(self, params: Any, spec, network: dict):
         super().__init__(params, spec, network)
-        if params.uncertainty_passes < 2 or params.uncertainty_passes % 2:
-            raise ConfigError(f"uamt params: uncertainty_passes must be an even number >= 2, "
-                              f"got {params.uncertainty_passes}")
         self.supervised_dice = resolve_supervised_dice("uamt", params.supervised_dice, spec)
         self.teacher = copy.deepcopy(self.network)
         self.teacher.requires_grad_(False)

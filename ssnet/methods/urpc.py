@@ -12,39 +12,20 @@ the perturbed 1/2, 1/4, 1/8 auxiliary outputs (S = 4 scales).
 Dice is the mean over classes of the squared soft Dice (SSL4MIS ``DiceLoss``) in 2D and 3D; log p_s is
 computed as log_softmax (the reference takes log of the softmax: the same up to rounding, without
 -inf for saturated pixels). Test time uses the full-resolution output (``URPCNet.forward``).
-SSL4MIS 2D values: w_max 0.1, ramp-up 200; the protocol uses them for LA as well (no LA reference).
+Parameters: ``urpc.yaml`` (SSL4MIS ``train_uncertainty_rectified_pyramid_consistency_2D.py`` values:
+w_max 0.1, ramp-up 200; the protocol uses them for LA as well, no LA reference).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssnet.errors import ConfigError
 from ssnet.methods.base import Batch, Method, StepContext, StepOutput, register_method
-from ssnet.methods.dtc import multiclass_squared_dice, ramp_weight
+from ssnet.methods.shared import multiclass_squared_dice, ramp_weight
 from ssnet.networks import URPCNet
-
-
-@dataclass
-class URPCParams:
-    """URPC hyper-parameters (SSL4MIS ``train_uncertainty_rectified_pyramid_consistency_2D.py``)."""
-
-    consistency: float = 0.1
-    consistency_rampup: float = 200.0
-    iters_per_epoch: int = 150
-    rampup_iteration_offset: int = 0
-    ce_weight: float = 0.5
-    dice_weight: float = 0.5
-    dice_smooth: float = 1e-5
-    rectify_eps: float = 1e-8
-    aux_dropout: float = 0.5  # 1/8 output: channel dropout probability
-    feature_drop_low: float = 0.7  # 1/4 output: feature dropout threshold factor ~ U(low, high)
-    feature_drop_high: float = 0.9
-    feature_noise: float = 0.3  # 1/2 output: multiplicative noise ~ U(-x, x)
-    aux_upsample: str = "auto"  # auto (2D nearest, 3D trilinear) | nearest | bilinear | trilinear
 
 
 def rectified_consistency(probs_u: list[torch.Tensor], eps: float = 1e-8,
@@ -65,10 +46,12 @@ def rectified_consistency(probs_u: list[torch.Tensor], eps: float = 1e-8,
 class URPC(Method):
     """URPC network (backbone + three perturbed auxiliary heads)."""
 
-    Params = URPCParams
-
     def build_segmenter(self, network: dict) -> nn.Module:
         p = self.params
+        needs = {"bilinear": 2, "trilinear": 3}.get(p.aux_upsample)
+        if needs is not None and needs != self.spec.dim:
+            raise ConfigError(f"urpc params: aux_upsample {p.aux_upsample} needs a {needs}D dataset, "
+                              f"dataset {self.spec.name} is {self.spec.dim}D")
         kwargs = {k: v for k, v in network.items() if k != "arch"}
         return URPCNet(network["arch"], in_channels=self.spec.in_channels, n_classes=self.spec.n_classes,
                        dropout_p=p.aux_dropout, feature_drop_low=p.feature_drop_low,
