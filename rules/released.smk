@@ -1,8 +1,8 @@
 # The authors' released SS-Net checkpoints (datasets.<D>.released_checkpoints: [{labelled, path}]):
 # each is imported by the explicit reference-name mapping (instead of training) into
 # results/runs/<D>/released/<labelled>/seed0/ and evaluated by the same evaluation script, giving a
-# "released checkpoint" row in the tables. Helpers: ssnet/released.py.
-from ssnet.released import (  # noqa: E402
+# "released checkpoint" row in the tables. Import: ssnet/released.py; workflow helpers: ssnet/workflow.py.
+from ssnet.workflow import (  # noqa: E402
     released_checkpoint_path,
     reserved_name_problem,
 )
@@ -64,6 +64,6 @@ rule evaluate_released:
         gpu=train_gpus(),
     params:
         inference=lambda w: config["datasets"][w.dataset]["inference"],
-        qualitative_cases=config.get("report", {}).get("qualitative_cases", 3),
+        qualitative_cases=config["report"]["qualitative_cases"],
     script:
         "../scripts/evaluate.py"

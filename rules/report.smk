@@ -12,12 +12,11 @@ from ssnet.report.targets import (  # noqa: E402
     all_run_info_files,
     labelled_figure_inputs,
     labelled_subcategory,
+    per_class_constraint,
     report_targets,
 )
 
-PAPER_RESULTS = config.get("report", {}).get(
-    "paper_results", "resources/paper_results.csv"
-)
+PAPER_RESULTS = config["report"]["paper_results"]
 
 
 # ---- rules ---------------------------------------------------------------------------------------
@@ -70,7 +69,7 @@ rule aggregate:
         runtime=10,
     params:
         method_order=method_order,
-        schedule_profile=config.get("schedule_profile", "reference"),
+        schedule_profile=config["schedule_profile"],
         data_source=lambda wc: config["datasets"][wc.dataset]["source"],
     script:
         "../scripts/aggregate.py"
@@ -102,7 +101,7 @@ rule per_class_table:
     benchmark:
         "results/benchmarks/per_class_table/{dataset}.tsv"
     wildcard_constraints:
-        dataset="ACDC",
+        dataset=per_class_constraint(DATASETS),  # datasets with several foreground classes
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -111,7 +110,7 @@ rule per_class_table:
         runtime=10,
     params:
         method_order=method_order,
-        schedule_profile=config.get("schedule_profile", "reference"),
+        schedule_profile=config["schedule_profile"],
         data_source=lambda wc: config["datasets"][wc.dataset]["source"],
     script:
         "../scripts/result_tables.py"
@@ -150,7 +149,7 @@ rule ablation_table:
         runtime=10,
     params:
         method_order=method_order,
-        schedule_profile=config.get("schedule_profile", "reference"),
+        schedule_profile=config["schedule_profile"],
         data_source=lambda wc: config["datasets"][wc.dataset]["source"],
     script:
         "../scripts/result_tables.py"
@@ -189,7 +188,7 @@ rule significance_table:
         runtime=10,
     params:
         method_order=method_order,
-        schedule_profile=config.get("schedule_profile", "reference"),
+        schedule_profile=config["schedule_profile"],
         data_source=lambda wc: config["datasets"][wc.dataset]["source"],
     script:
         "../scripts/result_tables.py"

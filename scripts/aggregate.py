@@ -14,6 +14,6 @@ run_logged(
     snakemake.params.method_order,
     snakemake.params.schedule_profile,
     dict(snakemake.output.items()),
-    paper_results=snakemake.input.get("paper"),
-    data_source=snakemake.params.get("data_source"),
+    paper_results=snakemake.input.paper,
+    data_source=snakemake.params.data_source,
 )

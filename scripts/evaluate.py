@@ -13,6 +13,6 @@ run_logged(
     snakemake.output[0],
     inference=snakemake.params.inference,
     threads=snakemake.threads,
-    predictions_out=snakemake.output.get("predictions"),
-    qualitative_cases=snakemake.params.get("qualitative_cases", 3),
+    predictions_out=snakemake.output.predictions,
+    qualitative_cases=snakemake.params.qualitative_cases,
 )

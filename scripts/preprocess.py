@@ -5,7 +5,6 @@ import _project  # noqa: F401  (puts the project package on sys.path)
 from ssnet.data.preprocess import preprocess_dataset
 from ssnet.jobs import run_logged
 
-params = dict(snakemake.params.preprocessing)
 run_logged(
     snakemake.log[0],
     preprocess_dataset,
@@ -13,7 +12,6 @@ run_logged(
     snakemake.input.raw,
     snakemake.input.splits,
     snakemake.output[0],
-    seed=params.pop("seed", 1337),
-    params=params,
+    params=snakemake.params.preprocessing,
     source=snakemake.params.source,
 )

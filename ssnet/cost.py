@@ -14,7 +14,6 @@ and patch sizes (a short pilot with fewer ``iterations`` is enough), on the GPU 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +21,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from ssnet.datasets import DATASETS
+from ssnet.engine import run_info
 from ssnet.io import write_csv, write_lines
 
 BENCHMARK_COLUMNS = {"s": "wall_s", "max_rss": "max_rss_mb", "cpu_time": "cpu_s", "mean_load": "mean_load"}
@@ -30,11 +31,11 @@ RUN_KEYS = ("dataset", "method", "labelled", "seed")
 
 # ------------------------------------------------------------------------------------------ jobs
 def parse_job(rule: str, job: str) -> dict:
-    """Wildcards of a benchmark file's job path (``LA``, ``LA/ssnet/4/seed1337``, ...)."""
+    """Wildcards of a benchmark file's job path (``<dataset>``, ``<dataset>/ssnet/4/seed1337``, ...)."""
     parts = job.split("/")
     if len(parts) == 4 and parts[3].startswith("seed"):
         return {"dataset": parts[0], "method": parts[1], "labelled": parts[2], "seed": parts[3][4:]}
-    if parts[0] in ("LA", "ACDC"):
+    if parts[0] in DATASETS:
         return {"dataset": parts[0], "method": None, "labelled": parts[1] if len(parts) > 1 else None,
                 "seed": None}
     return {"dataset": None, "method": None, "labelled": None, "seed": None}
@@ -95,15 +96,15 @@ def iteration_times(run_infos: Iterable[str | Path]) -> pd.DataFrame:
     """Seconds per training iteration of each run, as measured by the engine."""
     rows = []
     for path in run_infos:
-        info = json.loads(Path(path).read_text())
-        if "iterations" not in info["run_config"].get("training", {}):
-            continue  # an imported (released) checkpoint: nothing was trained
-        iterations = int(info["run_config"]["training"]["iterations"])
-        timed = iterations - int(info.get("resumed_from_iteration") or 0)
-        seconds = info.get("train_seconds")
+        info = run_info.read(path)
+        if info.is_released:
+            continue  # an imported checkpoint: nothing was trained
+        iterations = int(info.run_config["training"]["iterations"])
+        timed = iterations - int(info.resumed_from_iteration)
+        seconds = info.train_seconds
         rows.append({
-            "dataset": info["dataset"], "method": info["method"], "labelled": str(info["labelled"]),
-            "seed": str(info["seed"]), "device": info.get("device", "cpu"), "iterations": iterations,
+            "dataset": info.dataset, "method": info.method, "labelled": info.labelled,
+            "seed": str(info.seed), "device": info.device, "iterations": iterations,
             "timed_iterations": timed, "train_seconds": seconds,
             "s_per_iteration": seconds / timed if seconds is not None and timed > 0 else math.nan,
         })

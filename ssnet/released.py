@@ -18,38 +18,18 @@ from typing import Any
 
 import torch
 
-from ssnet.config import config_hash, dataset_spec
+from ssnet.config import config_hash
+from ssnet.datasets import get_dataset
+from ssnet.engine import run_info
 from ssnet.engine.checkpoint import build_method, git_commit, save_model, versions
 from ssnet.errors import DataError
-from ssnet.io import atomic_path, sha256_file, write_json
+from ssnet.io import atomic_path, sha256_file
 from ssnet.methods.base import parse_params
 from ssnet.networks import build_from_reference_state
 from ssnet.workflow import RELEASED_METHOD, RELEASED_SEED
 
 RELEASED_LABEL = "SS-Net (released checkpoint)"
-ARCH = {"LA": "vnet", "ACDC": "unet"}
-# how the authors chose the released weights (protocol section 8): LA on the TEST list, ACDC on val.list
-AUTHOR_SELECTION = {"LA": "best_test", "ACDC": "best_val"}
 _WRAPPERS = ("state_dict", "model", "net", "model_state_dict")
-
-
-# --------------------------------------------------------------------------- workflow helpers
-def released_checkpoint_path(config: dict, dataset: str, labelled: str) -> str:
-    """The configured checkpoint file of (dataset, labelled)."""
-    for item in config["datasets"][dataset].get("released_checkpoints", []):
-        if str(item["labelled"]) == str(labelled):
-            return item["path"]
-    raise ValueError(f"no datasets.{dataset}.released_checkpoints entry with labelled {labelled}")
-
-
-def reserved_name_problem(config: dict) -> str | None:
-    """A message when a configured method uses the name reserved for the released rows."""
-    used = RELEASED_METHOD in config.get("methods", {}) or any(
-        RELEASED_METHOD in block.get("methods", []) for block in config["datasets"].values())
-    if used:
-        return (f"'{RELEASED_METHOD}' is reserved for the released-checkpoint rows "
-                "(datasets.<D>.released_checkpoints): rename that method block")
-    return None
 
 
 # --------------------------------------------------------------------------- import
@@ -85,8 +65,8 @@ def released_method(dataset: str, state: dict[str, torch.Tensor], source: str = 
     alone (the heads are still mapped and shape-checked strictly). Raises DataError naming the
     checkpoint and every unmapped, missing or mis-shaped key.
     """
-    spec = dataset_spec(dataset)
-    arch = ARCH[spec.name]
+    data = get_dataset(dataset)
+    spec, arch = data.spec, data.architectures[0]  # the first architecture is the authors' network
     try:
         network, heads = build_from_reference_state(arch, state)
     except KeyError as exc:
@@ -133,48 +113,52 @@ def _feature_channels(block: dict) -> int:
 
 
 def import_released(checkpoint: str | Path, dataset: str, labelled: str, data_root: str | Path,
-                    model_out: str | Path, info_out: str | Path, inference: dict | None = None,
-                    device: str = "auto", train_log_out: str | Path | None = None,
-                    val_log_out: str | Path | None = None) -> dict:
-    """Import one released checkpoint as the run ``released/<labelled>/seed0``; return its run info.
+                    model_out: str | Path, info_out: str | Path, inference: dict, device: str,
+                    train_log_out: str | Path | None = None, val_log_out: str | Path | None = None) -> run_info.RunInfo:
+    """Import one released checkpoint as the run ``released/<labelled>/seed0``; return its run record.
 
     ``labelled`` is the labelled count the authors trained with (``all`` = full supervision); the
     labelled/unlabelled scan counts are read from the preprocessed split lists in ``data_root``.
+    ``inference`` and ``device`` are stored in the run config the evaluation reads.
     ``train_log_out``/``val_log_out``: header-only logs, so the run folder has every file of a trained
     run (there was no training here).
     """
     from ssnet.data.loading import training_split
 
-    spec = dataset_spec(dataset)
+    data = get_dataset(dataset)
     checkpoint = Path(checkpoint)
     state = load_reference_checkpoint(checkpoint)
-    method, fragment, n_heads = released_method(spec.name, state, str(checkpoint))
-    selection = AUTHOR_SELECTION[spec.name]
-    split = training_split(data_root, spec.name, str(labelled), {"mode": "last"})
-    run_cfg = {**fragment, "labelled": str(labelled), "training": {}, "selection": {"mode": selection},
-               "inference": inference or {}, "device": device, "amp": False, "cudnn_benchmark": False,
-               "deterministic": True, "released_checkpoint": str(checkpoint),
-               "released_sha256": sha256_file(checkpoint)}
+    method, fragment, n_heads = released_method(data.name, state, str(checkpoint))
+    split = training_split(data_root, data, str(labelled), {"mode": "last"})
+    run_cfg = released_run_config(fragment, str(labelled), data.released_selection, inference, device, checkpoint)
     save_model(model_out, method, run_cfg, RELEASED_SEED, 0)
-    info = {
-        "dataset": spec.name, "method": RELEASED_METHOD, "method_type": RELEASED_METHOD,
-        "labelled": str(labelled), "seed": RELEASED_SEED, "config_hash": config_hash(run_cfg),
-        "git_commit": git_commit(), "versions": versions(), "device": "cpu",
-        "selection": selection, "test_set_selection": selection == "best_test",
-        "selected_iteration": None, "best_val_dice": None,
-        "n_labelled": len(split.labelled), "n_labelled_scans": split.labelled_scans,
-        "n_unlabelled": len(split.unlabelled), "n_unlabelled_scans": split.unlabelled_scans,
-        "n_validation": 0, "labelled_items": split.labelled, "validation_items": [],
-        "train_seconds": None, "released_checkpoint": str(checkpoint),
-        "released_sha256": run_cfg["released_sha256"], "reference_tensors": len(state),
-        "head_tensors": n_heads, "imported_as": fragment["method_type"], "run_config": run_cfg,
-    }
-    write_json(info_out, info)
+    info = run_info.RunInfo(
+        dataset=data.name, method=RELEASED_METHOD, method_type=RELEASED_METHOD, labelled=str(labelled),
+        seed=RELEASED_SEED, config_hash=config_hash(run_cfg), git_commit=git_commit(), versions=versions(),
+        device="cpu", selection=data.released_selection, test_set_selection=data.released_selection == "best_test",
+        selected_iteration=None, best_val_dice=None, n_labelled=len(split.labelled),
+        n_labelled_scans=split.labelled_scans, n_unlabelled=len(split.unlabelled),
+        n_unlabelled_scans=split.unlabelled_scans, n_validation=0, labelled_items=split.labelled,
+        validation_items=[], train_seconds=None, run_config=run_cfg, released_checkpoint=str(checkpoint),
+        released_sha256=run_cfg["released_sha256"], reference_tensors=len(state), head_tensors=n_heads,
+        imported_as=fragment["method_type"])
+    run_info.write(info_out, info)
     for path, header in ((train_log_out, "iteration,lr,loss\n"), (val_log_out, "iteration,val_dice\n")):
         if path:
             with atomic_path(path) as tmp:
                 tmp.write_text(header)
-    print(f"[released {spec.name}/{labelled}] {checkpoint}: {len(state)} reference tensors mapped "
+    print(f"[released {data.name}/{labelled}] {checkpoint}: {len(state)} reference tensors mapped "
           f"({n_heads} in the SS-Net heads), imported as {fragment['method_type']} "
           f"{fragment['network']}", file=sys.stderr, flush=True)
     return info
+
+
+def released_run_config(fragment: dict, labelled: str, selection: str, inference: dict, device: str,
+                        checkpoint: Path) -> dict:
+    """The run config stored with an imported checkpoint: the blocks evaluation and the report index
+    (no training; the authors' own schedule, hence the ``reference`` profile)."""
+    return {**fragment, "labelled": labelled, "training": {}, "schedule_profile": "reference",
+            "selection": {"mode": selection}, "inference": inference, "device": device, "amp": False,
+            "cudnn_benchmark": False, "deterministic": True, "channels_last": False,
+            "cpu_allocator": {"mmap_threshold_mb": None, "trim_threshold_mb": None},
+            "released_checkpoint": str(checkpoint), "released_sha256": sha256_file(checkpoint)}

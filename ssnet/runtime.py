@@ -1,4 +1,7 @@
-"""Process-level speed settings of training that leave the maths alone: memory layout and glibc malloc.
+"""Process-level settings of training and evaluation: the device, and speed settings that leave the
+maths alone (memory layout and glibc malloc).
+
+- ``device``: ``auto`` (CUDA when torch sees it, else CPU), ``cpu`` or ``cuda``.
 
 - ``channels_last``: the network's convolution weights and every input batch in channels-last layout
   (``torch.channels_last`` in 2D, ``torch.channels_last_3d`` in 3D). Same operations; the float
@@ -25,6 +28,16 @@ from ssnet.errors import ConfigError
 
 MALLOPT_OPTIONS = {"M_MMAP_THRESHOLD": -3, "M_TRIM_THRESHOLD": -1}  # glibc <malloc.h>
 MAX_THRESHOLD_MB = 2047  # mallopt takes a C int (bytes)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's ``device`` (``auto`` = CUDA when available); RuntimeError for
+    ``cuda`` without a CUDA device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device (use device: auto or cpu)")
+    return torch.device(name)
 
 
 def memory_format(channels_last: bool, dim: int) -> torch.memory_format:
@@ -61,6 +74,6 @@ def configure_malloc(mmap_threshold_mb: int | None, trim_threshold_mb: int | Non
 
 
 def apply_cpu_allocator(run_cfg: Mapping, warn: Callable[[str], None] = print) -> dict[str, int]:
-    """:func:`configure_malloc` with a run config's ``cpu_allocator`` block (absent = glibc defaults)."""
-    allocator = run_cfg.get("cpu_allocator") or {}
-    return configure_malloc(allocator.get("mmap_threshold_mb"), allocator.get("trim_threshold_mb"), warn)
+    """:func:`configure_malloc` with a run config's ``cpu_allocator`` block (null values: glibc defaults)."""
+    allocator = run_cfg["cpu_allocator"]
+    return configure_malloc(allocator["mmap_threshold_mb"], allocator["trim_threshold_mb"], warn)

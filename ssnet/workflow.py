@@ -37,3 +37,21 @@ def run_dir(dataset: str, method: str, labelled: str, seed: int) -> str:
 
 def run_path(dataset: str, method: str, labelled: str, seed: int, name: str) -> str:
     return f"{run_dir(dataset, method, labelled, seed)}/{name}"
+
+
+def released_checkpoint_path(config: dict, dataset: str, labelled: str) -> str:
+    """The configured checkpoint file of (dataset, labelled)."""
+    for item in config["datasets"][dataset]["released_checkpoints"]:
+        if str(item["labelled"]) == str(labelled):
+            return item["path"]
+    raise ValueError(f"no datasets.{dataset}.released_checkpoints entry with labelled {labelled}")
+
+
+def reserved_name_problem(config: dict) -> str | None:
+    """A message when a configured method uses the name reserved for the released rows."""
+    used = RELEASED_METHOD in config["methods"] or any(
+        RELEASED_METHOD in block["methods"] for block in config["datasets"].values())
+    if used:
+        return (f"'{RELEASED_METHOD}' is reserved for the released-checkpoint rows "
+                "(datasets.<D>.released_checkpoints): rename that method block")
+    return None

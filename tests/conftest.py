@@ -34,14 +34,14 @@ def preprocessed(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("synthetic")
     settings = {
-        "LA": ({"n_cases": 8, "size_xy": [48, 48], "n_slices": 16}, {"min_extent": 32}),
+        "LA": ({"n_cases": 8, "size_xy": [48, 48], "n_slices": 16}, {"min_extent": 32, "seed": 3}),
         "ACDC": ({"n_patients": 6, "n_slices": [3, 4], "size_hw": [40, 48]}, {}),
     }
     out = {}
     for dataset, (synthetic, params) in settings.items():
         raw, splits, pre = root / dataset / "raw", root / dataset / "splits", root / dataset / "pre"
         make_synthetic(dataset, raw, splits, synthetic, seed=3)
-        preprocess_dataset(dataset, raw, splits, pre, seed=3, params=params)
+        preprocess_dataset(dataset, raw, splits, pre, params=params)
         out[dataset] = pre
     return out
 

@@ -16,6 +16,7 @@ from conftest import ROOT
 from ssnet.config import load_config
 from ssnet.cost import (grid_estimate, grid_runs, grid_summary, iteration_times, read_benchmarks, rule_summary,
                         write_cost_report)
+from ssnet.engine import run_info
 from test_preemption import ITERATIONS, RUN, reference  # noqa: F401  (the shared, cached reference run)
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -28,11 +29,12 @@ def _benchmark(root: Path, rule: str, job: str, rows: list[tuple[float, float, f
 
 
 def _run_info(path: Path, dataset, method, labelled, seed, iterations, seconds, resumed=0, device="cuda") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "dataset": dataset, "method": method, "labelled": labelled, "seed": seed, "device": device,
-        "train_seconds": seconds, "resumed_from_iteration": resumed,
-        "run_config": {"training": {"iterations": iterations}}}))
+    run_info.write(path, run_info.RunInfo(
+        dataset=dataset, method=method, method_type=method, labelled=labelled, seed=seed, config_hash="h",
+        git_commit="abc", versions={}, device=device, selection="last", test_set_selection=False,
+        selected_iteration=iterations, best_val_dice=None, n_labelled=1, n_labelled_scans=1, n_unlabelled=0,
+        n_unlabelled_scans=0, n_validation=0, labelled_items=[], validation_items=[], train_seconds=seconds,
+        run_config={"training": {"iterations": iterations}}, resumed_from_iteration=resumed))
     return path
 
 

@@ -99,7 +99,7 @@ def test_changed_config_does_not_resume(preprocessed, tmp_path):
 
 def test_best_val_selection_and_run_record(preprocessed, tmp_path):
     cfg = tiny_run_config("ACDC", iterations=4)
-    cfg["selection"] = {"mode": "best_val", "val_every": 2, "val_start": 0}
+    cfg["selection"] = {"mode": "best_val", "val_every": 2, "val_start": 0, "validation_cases": 0}
     train(cfg, 7, preprocessed["ACDC"], _outputs(tmp_path), tmp_path / "ckpt")
     val = pd.read_csv(tmp_path / "val_log.csv")
     assert list(val["iteration"]) == [2, 4]
@@ -115,7 +115,7 @@ def test_best_val_selection_and_run_record(preprocessed, tmp_path):
 
 def test_best_test_is_flagged(preprocessed, tmp_path):
     cfg = tiny_run_config("LA", iterations=2)
-    cfg["selection"] = {"mode": "best_test", "val_every": 1, "val_start": 0}
+    cfg["selection"] = {"mode": "best_test", "val_every": 1, "val_start": 0, "validation_cases": 0}
     train(cfg, 1, preprocessed["LA"], _outputs(tmp_path), tmp_path / "ckpt")
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["test_set_selection"] is True
@@ -123,10 +123,11 @@ def test_best_test_is_flagged(preprocessed, tmp_path):
 
 def test_la_validation_cases_are_carved_from_train_list(preprocessed, tmp_path):
     from ssnet.data.loading import training_split
-    from ssnet.data.splits import read_splits
+    from ssnet.datasets import get_dataset
 
-    split = training_split(preprocessed["LA"], "LA", "2", {"mode": "best_val", "validation_cases": 2})
-    train_list = read_splits(preprocessed["LA"] / "splits", "LA")["train"]
+    la = get_dataset("LA")
+    split = training_split(preprocessed["LA"], la, "2", {"mode": "best_val", "validation_cases": 2})
+    train_list = la.read_splits(preprocessed["LA"] / "splits")["train"]
     assert split.validation == train_list[-2:]
     assert set(split.validation).isdisjoint(split.labelled + split.unlabelled)
     assert split.labelled == train_list[:2]

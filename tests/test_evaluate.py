@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_run_config
-from ssnet.data.splits import read_splits
+from ssnet.datasets import get_dataset
 from ssnet.engine.trainer import RunOutputs, train
 from ssnet.evaluation.evaluate import COLUMNS, evaluate_run
 from ssnet.evaluation.predict import dice_per_class
@@ -17,7 +17,7 @@ def test_evaluate_run_writes_per_case_rows(preprocessed, tmp_path, dataset, n_cl
     outputs = RunOutputs(tmp_path / "model.pt", tmp_path / "log.csv", tmp_path / "val.csv", tmp_path / "info.json")
     train(cfg, 1, preprocessed[dataset], outputs, tmp_path / "ckpt")
     frame = evaluate_run(outputs.model, preprocessed[dataset], tmp_path / "metrics.csv")
-    test_cases = read_splits(preprocessed[dataset] / "splits", dataset)["test"]
+    test_cases = get_dataset(dataset).read_splits(preprocessed[dataset] / "splits")["test"]
     assert list(frame.columns) == COLUMNS
     assert len(frame) == len(test_cases) * (n_classes - 1)
     assert sorted(set(frame["case"])) == sorted(test_cases)

@@ -309,8 +309,8 @@ def _outputs(path):
 @pytest.mark.parametrize("dataset", ["LA", "ACDC"])
 @pytest.mark.parametrize("method", METHODS)
 def test_two_step_training_run(preprocessed, tmp_path, dataset, method):
-    from ssnet.data.loading import case_path, read_sample
-    from ssnet.data.splits import read_splits
+    from ssnet.data.loading import read_sample
+    from ssnet.datasets import get_dataset
 
     cfg = baseline_run_config(dataset, method, iterations=2, checkpoint_every=2)
     train(cfg, 3, preprocessed[dataset], _outputs(tmp_path), tmp_path / "ckpt")
@@ -318,9 +318,10 @@ def test_two_step_training_run(preprocessed, tmp_path, dataset, method):
     assert list(log["iteration"]) == [1, 2] and np.isfinite(log["loss"]).all()
     model, saved = load_model(tmp_path / "model.pt")
     assert type(model).type_name == method and saved["run_config"]["method_type"] == method
-    test_case = read_splits(preprocessed[dataset] / "splits", dataset)["test"][0]
-    image, label = read_sample(case_path(preprocessed[dataset], dataset, test_case))
-    prediction = predict_case(model.inference_network(), image, dataset, cfg["inference"], model.spec.n_classes, "cpu")
+    data = get_dataset(dataset)
+    test_case = data.read_splits(preprocessed[dataset] / "splits")["test"][0]
+    image, label = read_sample(data.case_path(preprocessed[dataset], test_case))
+    prediction = predict_case(model.inference_network(), image, data, cfg["inference"], "cpu")
     assert prediction.shape == label.shape and prediction.max() < model.spec.n_classes
 
 

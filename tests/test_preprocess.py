@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from ssnet.data.preprocess import la_margins, preprocess_acdc, preprocess_dataset, preprocess_la
 from ssnet.data.synthetic import make_synthetic
-from ssnet.errors import DataError
+from ssnet.errors import ConfigError, DataError
 from ssnet.io import read_list
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_la_golden_parity(tmp_path):
 @pytest.fixture(scope="module")
 def la_synth(tmp_path_factory):
     base = tmp_path_factory.mktemp("la")
-    make_synthetic("LA", base / "raw", base / "splits", {"n_cases": 3, "size_xy": (40, 44), "n_slices": 8}, seed=3)
+    make_synthetic("LA", base / "raw", base / "splits", {"n_cases": 3, "size_xy": [40, 44], "n_slices": 8}, seed=3)
     return base
 
 
@@ -67,7 +67,7 @@ def la_synth(tmp_path_factory):
 def acdc_synth(tmp_path_factory):
     base = tmp_path_factory.mktemp("acdc")
     make_synthetic("ACDC", base / "raw", base / "splits",
-                   {"n_patients": 4, "n_slices": (4, 5), "size_hw": (36, 44), "val_fraction": 0.25,
+                   {"n_patients": 4, "n_slices": [4, 5], "size_hw": [36, 44], "val_fraction": 0.25,
                     "test_fraction": 0.25}, seed=4)
     return base
 
@@ -80,7 +80,7 @@ def _copy(src: Path, tmp_path: Path) -> Path:
 
 def test_la_invariants_and_seeded_margins(la_synth, tmp_path):
     out = tmp_path / "out"
-    summary = preprocess_dataset("LA", la_synth / "raw", la_synth / "splits", out, seed=7, params={})
+    summary = preprocess_dataset("LA", la_synth / "raw", la_synth / "splits", out, params={"seed": 7})
     ids = read_list(la_synth / "splits" / "train.list") + read_list(la_synth / "splits" / "test.list")
     assert summary["cases"] == len(ids)
     assert read_list(out / "splits" / "train.list") == read_list(la_synth / "splits" / "train.list")
@@ -104,7 +104,7 @@ def test_la_invariants_and_seeded_margins(la_synth, tmp_path):
 
 def test_acdc_invariants(acdc_synth, tmp_path):
     out = tmp_path / "out"
-    summary = preprocess_dataset("ACDC", acdc_synth / "raw", acdc_synth / "splits", out, seed=0, params={})
+    summary = preprocess_dataset("ACDC", acdc_synth / "raw", acdc_synth / "splits", out, params={})
     splits = {k: read_list(acdc_synth / "splits" / f"{k}.list") for k in ("train", "val", "test", "train_slices")}
     assert summary["slices"] == len(splits["train_slices"])
     assert sorted(p.name for p in (out / "slices").iterdir()) == sorted(f"{s}.h5" for s in splits["train_slices"])
@@ -135,8 +135,11 @@ def test_acdc_invariants(acdc_synth, tmp_path):
 
 
 def test_unknown_preprocess_param(la_synth, tmp_path):
-    with pytest.raises(ValueError, match="bogus"):
-        preprocess_dataset("LA", la_synth / "raw", la_synth / "splits", tmp_path / "out", 0, {"bogus": 1})
+    with pytest.raises(ConfigError, match="bogus"):
+        preprocess_dataset("LA", la_synth / "raw", la_synth / "splits", tmp_path / "out", {"bogus": 1})
+    with pytest.raises(ConfigError, match="min_extent"):
+        preprocess_dataset("LA", la_synth / "raw", la_synth / "splits", tmp_path / "out", {"min_extent": 0})
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- bad inputs (LA)
@@ -183,7 +186,7 @@ def test_la_bad_input(la_synth, tmp_path, kind):
     broken = _la_break(kind, folder)
     out = tmp_path / "out"
     with pytest.raises(DataError) as err:
-        preprocess_dataset("LA", work / "raw", work / "splits", out, seed=0, params={})
+        preprocess_dataset("LA", work / "raw", work / "splits", out, params={})
     assert str(broken) in str(err.value)
     assert not out.exists()
     assert not list(tmp_path.glob(".out.*"))  # no temporary left behind
@@ -196,7 +199,7 @@ def test_la_missing_cases_listed(la_synth, tmp_path):
         shutil.rmtree(work / "raw" / "Training Set" / cid)
     out = tmp_path / "out"
     with pytest.raises(DataError) as err:
-        preprocess_dataset("LA", work / "raw", work / "splits", out, seed=0, params={})
+        preprocess_dataset("LA", work / "raw", work / "splits", out, params={})
     assert all(cid in str(err.value) for cid in ids[:2])
     assert not out.exists()
 
@@ -206,7 +209,7 @@ def test_overlapping_splits(la_synth, tmp_path):
     train = read_list(work / "splits" / "train.list")
     (work / "splits" / "test.list").write_text(train[0] + "\n")
     with pytest.raises(DataError, match=train[0]):
-        preprocess_dataset("LA", work / "raw", work / "splits", tmp_path / "out", seed=0, params={})
+        preprocess_dataset("LA", work / "raw", work / "splits", tmp_path / "out", params={})
     assert not (tmp_path / "out").exists()
 
 
@@ -242,7 +245,7 @@ def test_acdc_bad_input(acdc_synth, tmp_path, kind):
         sitk.WriteImage(new, str(broken))
     out = tmp_path / "out"
     with pytest.raises(DataError) as err:
-        preprocess_dataset("ACDC", work / "raw", work / "splits", out, seed=0, params={})
+        preprocess_dataset("ACDC", work / "raw", work / "splits", out, params={})
     assert str(broken) in str(err.value)
     assert not out.exists()
 
@@ -259,7 +262,7 @@ def test_manifest_lists_every_input_with_sha256(la_synth, tmp_path):
     from ssnet.io import sha256_file
 
     out = tmp_path / "out"
-    preprocess_dataset("LA", la_synth / "raw", la_synth / "splits", out, seed=0, params={}, source="synthetic")
+    preprocess_dataset("LA", la_synth / "raw", la_synth / "splits", out, params={}, source="synthetic")
     rows = read_manifest(out / "manifest.csv")
     ids = read_list(la_synth / "splits" / "train.list") + read_list(la_synth / "splits" / "test.list")
     images = {r["case"]: r for r in rows if r["role"] == "image"}

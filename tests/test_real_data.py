@@ -41,7 +41,7 @@ def _work(layouts: Path, dataset: str, kind: str, tmp_path: Path) -> tuple[Path,
 
 
 def _run(dataset, kind, work, splits, out):
-    return preprocess_dataset(dataset, work, splits, out, seed=1, params={}, source=kind)
+    return preprocess_dataset(dataset, work, splits, out, params={"seed": 1} if dataset == "LA" else {}, source=kind)
 
 
 # --------------------------------------------------------------------------- fixture layouts
@@ -170,7 +170,7 @@ def test_la_raw_depth_other_than_88_is_a_warning(layouts, tmp_path, capsys):
 def test_synthetic_source_has_no_depth_warning(tmp_path, capsys):
     from ssnet.data.synthetic import make_synthetic
 
-    make_synthetic("LA", tmp_path / "raw", tmp_path / "splits", {"n_cases": 3, "size_xy": (32, 32), "n_slices": 8})
+    make_synthetic("LA", tmp_path / "raw", tmp_path / "splits", {"n_cases": 3, "size_xy": [32, 32], "n_slices": 8})
     summary = preprocess_dataset("LA", tmp_path / "raw", tmp_path / "splits", tmp_path / "out", source="synthetic",
                                  params={"min_extent": 16})
     assert summary["warnings"] == [] and "WARNING" not in capsys.readouterr().err

@@ -128,7 +128,7 @@ def test_import_released_run_files_and_golden_forward(golden_dir, data_root, tmp
         assert on_disk["labelled_items"] == train[:8] and on_disk["n_unlabelled_scans"] == 72
     else:
         assert on_disk["n_labelled"] == 136 and on_disk["n_labelled_scans"] == 7
-    assert info["reference_tensors"] == len(torch.load(golden_dir / name, weights_only=True))
+    assert info.reference_tensors == len(torch.load(golden_dir / name, weights_only=True))
     assert (run / "train_log.csv").read_text().startswith("iteration")
     # the imported model reproduces the reference network's outputs
     method, saved = load_model(run / "model.pt")
@@ -146,5 +146,5 @@ def test_import_released_bad_checkpoint_writes_nothing(data_root, tmp_path, mani
     torch.save(state, tmp_path / "bad.pth")
     with pytest.raises(DataError, match="decoder.out_conv.bias"):
         import_released(tmp_path / "bad.pth", "LA", "8", data_root("LA"), tmp_path / "run" / "model.pt",
-                        tmp_path / "run" / "run_info.json")
+                        tmp_path / "run" / "run_info.json", inference={}, device="cpu")
     assert not (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "run_info.json").exists()

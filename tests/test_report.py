@@ -2,12 +2,16 @@
 ablation and significance tables, figures, provenance and the results summary, on small fixtures."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from ssnet.datasets import get_dataset
+from ssnet.engine import run_info
+from ssnet.errors import DataError
 from ssnet.evaluation.evaluate import qualitative_slice, write_qualitative
 from ssnet.report.aggregate import aggregate, labelled_figures, result_tables
 from ssnet.report.predictions import read_qualitative
@@ -15,6 +19,7 @@ from ssnet.report.provenance import provenance, summary
 from ssnet.report.render import to_latex, to_markdown
 from ssnet.report.significance import per_case_dice, significance
 from ssnet.report.tables import ablation_table, load_cases, load_runs, main_table, per_class_table, summarise
+from ssnet.report.targets import per_class_constraint, per_class_datasets
 
 LABELS = {"supervised": "V-Net", "ssnet": "SS-Net", "uamt": "UA-MT", "ssnet_no_smooth": "SS-Net w/o smoothness",
           "ssnet_no_both": "SS-Net w/o both"}
@@ -33,13 +38,15 @@ def _write_run(root, method, labelled, seed, dice_values, selection="last", test
     pd.DataFrame(rows).to_csv(run / "test_metrics.csv", index=False)
     smooth, sep = FLAGS.get(method, (False, False))
     params = {"smoothness": smooth, "separation": sep} if TYPES.get(method) == "ssnet" else {"ce_weight": 0.5}
-    info = {"dataset": dataset, "method": method, "method_type": TYPES.get(method, method), "labelled": labelled,
-            "seed": seed, "selection": selection, "test_set_selection": test_set, "n_labelled_scans": scans[0],
-            "n_unlabelled_scans": scans[1], "config_hash": f"h{seed}", "git_commit": "abc123",
-            "versions": {"torch": "2.0", "numpy": "1.0"},
-            "run_config": {"method_label": LABELS.get(method, method.upper()), "method_type": TYPES.get(method, method),
-                           "params": params, "schedule_profile": profile}}
-    (run / "run_info.json").write_text(json.dumps(info))
+    info = run_info.RunInfo(
+        dataset=dataset, method=method, method_type=TYPES.get(method, method), labelled=labelled, seed=seed,
+        config_hash=f"h{seed}", git_commit="abc123", versions={"torch": "2.0", "numpy": "1.0"}, device="cpu",
+        selection=selection, test_set_selection=test_set, selected_iteration=None, best_val_dice=None,
+        n_labelled=scans[0], n_labelled_scans=scans[0], n_unlabelled=scans[1], n_unlabelled_scans=scans[1],
+        n_validation=0, labelled_items=[], validation_items=[], train_seconds=None, resumed_from_iteration=0,
+        run_config={"method_label": LABELS.get(method, method.upper()), "method_type": TYPES.get(method, method),
+                    "params": params, "schedule_profile": profile})
+    run_info.write(run / "run_info.json", info)
     return run / "test_metrics.csv", run / "run_info.json"
 
 
@@ -158,6 +165,22 @@ def test_acdc_per_class_table(tmp_path):
     assert table.blocks[0].rows[1][4].bold and not table.blocks[0].rows[0][4].bold
 
 
+def test_per_class_table_only_for_datasets_with_several_classes():
+    assert per_class_datasets(["LA", "ACDC"]) == ["ACDC"] and per_class_constraint(["LA", "ACDC"]) == "ACDC"
+    assert not re.fullmatch(per_class_constraint(["LA"]), "LA")  # the rule matches no dataset
+
+
+def test_run_record_round_trip_and_incomplete_record(tmp_path, runs):
+    _, info_files = runs
+    info = run_info.read(info_files[0])
+    assert (info.labelled, info.method_label, info.schedule_profile, info.is_released) == ("2", "V-Net", "reference",
+                                                                                          False)
+    assert "released_checkpoint" not in json.loads(info_files[0].read_text())  # unset optional keys are left out
+    (tmp_path / "bad.json").write_text(json.dumps({"dataset": "LA", "seed": 1}))
+    with pytest.raises(DataError, match="bad.json lacks method, method_type"):
+        run_info.read(tmp_path / "bad.json")
+
+
 def test_significance_matches_scipy(tmp_path):
     sup = {1: [0.60, 0.70, 0.55, 0.80, 0.65, 0.72, 0.58], 2: [0.62, 0.66, 0.57, 0.78, 0.70, 0.74, 0.50]}
     ssn = {1: [0.70, 0.71, 0.65, 0.83, 0.64, 0.80, 0.69], 2: [0.68, 0.75, 0.61, 0.85, 0.69, 0.79, 0.66]}
@@ -222,9 +245,10 @@ def test_qualitative_slice_is_the_largest_ground_truth_slice(tmp_path):
     label[1:3, 1:4, 2] = 1
     label[1, 1, 4] = 1
     image = np.random.default_rng(0).random(label.shape).astype(np.float32)
-    index, img, lab, pred = qualitative_slice(image, label, label, "LA")  # LA: (X, Y, Z), slices along Z
+    la, acdc = get_dataset("LA"), get_dataset("ACDC")
+    index, img, lab, pred = qualitative_slice(image, label, label, la.qualitative_axis)  # LA: (X, Y, Z), along Z
     assert index == 2 and img.shape == (4, 5) and lab.sum() == 6
-    index, *_ = qualitative_slice(image, label, label, "ACDC")  # ACDC: (Z, H, W)
+    index, *_ = qualitative_slice(image, label, label, acdc.qualitative_axis)  # ACDC: (Z, H, W)
     assert index == 1
     write_qualitative(tmp_path / "p.npz", [("case0", index, img, lab, pred)])
     read = read_qualitative(tmp_path / "p.npz")

@@ -1,18 +1,22 @@
 """Split lists and labelled subsets against the official lists (protocol section 3)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from ssnet.data.splits import (check_disjoint, labelled_cases_la, labelled_slices_acdc, patients_of,
-                               ratio_to_count, read_splits)
+from ssnet.data.splits import check_disjoint, labelled_cases_la, labelled_slices_acdc, patients_of, ratio_to_count
+from ssnet.datasets import get_dataset
 from ssnet.errors import DataError
+
+LA, ACDC = get_dataset("LA"), get_dataset("ACDC")
 
 OFFICIAL = Path(__file__).resolve().parents[1] / "resources" / "splits"
 
 
 def test_official_la():
-    s = read_splits(OFFICIAL / "LA", "LA")
+    s = LA.read_splits(OFFICIAL / "LA")
     assert len(s["train"]) == 80 and len(s["test"]) == 20
     assert s["train"] == sorted(s["train"])
     check_disjoint(s)
@@ -22,7 +26,7 @@ def test_official_la():
 
 
 def test_official_acdc_labelled_slices():
-    s = read_splits(OFFICIAL / "ACDC", "ACDC")
+    s = ACDC.read_splits(OFFICIAL / "ACDC")
     assert (len(s["train"]), len(s["val"]), len(s["test"]), len(s["train_slices"])) == (140, 20, 40, 1312)
     check_disjoint(s)
     expected = {3: 68, 7: 136, 14: 256, 21: 396, 28: 512, 35: 664, 70: 1312}
@@ -32,6 +36,19 @@ def test_official_acdc_labelled_slices():
         assert got == s["train_slices"][:count]  # a prefix: train_slices is in train.list patient order
     assert len(patients_of(s["train"])) == 70
     assert patients_of(s["train"])[:2] == ["patient099", "patient038"]
+
+
+def test_parse_time_dataset_queries_stay_light():
+    """The workflow asks the datasets for split lists, scan counts and synthetic split sizes while it is
+    parsed: none of that may import torch, h5py, SimpleITK, pandas or scipy."""
+    code = ("import sys; from ssnet.config.params import defaults; from ssnet.datasets import DATASETS\n"
+            "for d in DATASETS.values():\n"
+            f"    d.scan_count(d.read_splits({str(OFFICIAL)!r} + '/' + d.name)['train'])\n"
+            "    d.synthetic_split_sizes(defaults(d.synthetic_params))\n"
+            "print(sorted({'torch', 'h5py', 'SimpleITK', 'pandas', 'scipy'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=OFFICIAL.parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_ratio_to_count():
@@ -53,7 +70,7 @@ def test_overlap_detected():
 def test_missing_list(tmp_path):
     (tmp_path / "train.list").write_text("A\n")
     with pytest.raises(DataError, match="test.list"):
-        read_splits(tmp_path, "LA")
+        LA.read_splits(tmp_path)
 
 
 # --------------------------------------------------------------------------- official lists in training_split
@@ -70,10 +87,10 @@ def test_la_official_labelled_and_leakage_free_validation(tmp_path, labelled, n_
     from ssnet.data.loading import training_split
 
     root = _official_root(tmp_path, "LA")
-    train = read_splits(OFFICIAL / "LA", "LA")["train"]
-    test = read_splits(OFFICIAL / "LA", "LA")["test"]
+    train = LA.read_splits(OFFICIAL / "LA")["train"]
+    test = LA.read_splits(OFFICIAL / "LA")["test"]
     mode = "best_val" if n_val else "last"
-    split = training_split(root, "LA", str(labelled), {"mode": mode, "validation_cases": n_val})
+    split = training_split(root, LA, str(labelled), {"mode": mode, "validation_cases": n_val})
     assert split.labelled == train[:labelled]  # the first N of train.list, as the reference
     assert split.validation == (train[80 - n_val:] if n_val else [])
     assert not set(split.validation) & set(split.labelled)  # validation never labelled
@@ -87,8 +104,8 @@ def test_la_best_test_is_flagged(tmp_path):
     from ssnet.data.loading import training_split
 
     root = _official_root(tmp_path, "LA")
-    split = training_split(root, "LA", "8", {"mode": "best_test"})
-    assert split.validation_is_test and split.validation == read_splits(OFFICIAL / "LA", "LA")["test"]
+    split = training_split(root, LA, "8", {"mode": "best_test", "validation_cases": 0})
+    assert split.validation_is_test and split.validation == LA.read_splits(OFFICIAL / "LA")["test"]
 
 
 @pytest.mark.parametrize("patients,slices", [(3, 68), (7, 136), ("all", 1312)])
@@ -96,8 +113,8 @@ def test_acdc_official_training_split(tmp_path, patients, slices):
     from ssnet.data.loading import training_split
 
     root = _official_root(tmp_path, "ACDC")
-    s = read_splits(OFFICIAL / "ACDC", "ACDC")
-    split = training_split(root, "ACDC", str(patients), {"mode": "best_val"})
+    s = ACDC.read_splits(OFFICIAL / "ACDC")
+    split = training_split(root, ACDC, str(patients), {"mode": "best_val", "validation_cases": 0})
     assert split.labelled == s["train_slices"][:slices]
     assert split.validation == s["val"] and not split.validation_is_test
     assert len(split.unlabelled) == 1312 - slices

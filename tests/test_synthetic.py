@@ -8,11 +8,14 @@ import pytest
 import SimpleITK as sitk
 
 from ssnet.data.checks import parse_info_cfg
+from ssnet.config.params import complete
 from ssnet.data.synthetic import make_synthetic
+from ssnet.datasets import get_dataset
+from ssnet.errors import ConfigError
 from ssnet.io import read_list, sha256_file
 
-LA_PARAMS = {"n_cases": 4, "size_xy": [(48, 52), (56, 48)], "n_slices": 12}
-ACDC_PARAMS = {"n_patients": 5, "n_slices": (4, 6), "size_hw": (40, 56)}
+LA_PARAMS = {"n_cases": 4, "size_xy": [[48, 52], [56, 48]], "n_slices": 12}
+ACDC_PARAMS = {"n_patients": 5, "n_slices": [4, 6], "size_hw": [40, 56]}
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -98,8 +101,21 @@ def test_acdc_format(tmp_path):
 
 @pytest.mark.parametrize("dataset", ["LA", "ACDC"])
 def test_unknown_params_rejected(tmp_path, dataset):
-    with pytest.raises(ValueError, match="bogus_param"):
+    with pytest.raises(ConfigError, match="bogus_param"):
         make_synthetic(dataset, tmp_path / "raw", tmp_path / "splits", {"bogus_param": 1}, seed=0)
-    with pytest.raises(ValueError, match="unknown dataset 'BraTS'"):
+    with pytest.raises(ConfigError, match="test_fraction"):
+        make_synthetic(dataset, tmp_path / "raw", tmp_path / "splits", {"test_fraction": 1.0}, seed=0)
+    with pytest.raises(ConfigError, match="unknown dataset 'BraTS'"):
         make_synthetic("BraTS", tmp_path / "raw", tmp_path / "splits", seed=0)
     assert not (tmp_path / "raw").exists()
+
+
+@pytest.mark.parametrize("dataset,params", [("LA", LA_PARAMS), ("ACDC", {**ACDC_PARAMS, "val_fraction": 0.2})])
+def test_split_sizes_are_known_before_generation(tmp_path, dataset, params):
+    """What the workflow checks labelled counts against at parse time is what the generator writes."""
+    data = get_dataset(dataset)
+    sizes = data.synthetic_split_sizes(complete(data.synthetic_params, params, "synthetic"))
+    splits = make_synthetic(dataset, tmp_path / "raw", tmp_path / "splits", params, seed=1)["splits"]
+    assert {name: data.scan_count(splits.get(name, [])) for name in sizes} == sizes
+    with pytest.raises(ConfigError, match=f"datasets.{dataset}.synthetic: .* leave no training"):
+        data.synthetic_split_sizes(complete(data.synthetic_params, {**params, "test_fraction": 0.99}, "synthetic"))

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 import yaml
 
 from ssnet.config.checks import check_dataset
-from ssnet.config.params import check, complete, method_fragment
+from ssnet.config.params import check, complete, method_fragment, read_yaml
 from ssnet.datasets import get_dataset
 from ssnet.errors import ConfigError
 
@@ -60,7 +60,7 @@ def read_config(paths: Iterable[str | Path]) -> dict:
     config: dict = {}
     for path in paths:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = read_yaml(Path(path)) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         if not isinstance(data, dict):
@@ -76,7 +76,7 @@ def load_config(paths: Iterable[str | Path]) -> dict:
 
 # ------------------------------------------------------------------------------------ resolution
 def _yaml(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+    return read_yaml(path)
 
 
 _CACHE: dict[str, dict] = {}

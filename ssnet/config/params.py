@@ -23,6 +23,11 @@ from jsonschema import Draft202012Validator
 from ssnet.errors import ConfigError
 
 
+def read_yaml(path: Path):
+    """YAML file contents, parsed with libyaml when available (the workflow parses many small files)."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def _is_integer(checker, instance) -> bool:
     """JSON-schema ``integer`` without ``4.0`` (Python's YAML reads it as a float) or booleans."""
     return isinstance(instance, int) and not isinstance(instance, bool)
@@ -125,7 +130,7 @@ def method_fragment(method_type: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"unknown method type '{method_type}'; available: {method_types()} "
                           "(a method type is ssnet/methods/<type>.py plus its parameters <type>.yaml)")
-    fragment = yaml.safe_load(path.read_text()) or {}
+    fragment = read_yaml(path) or {}
     fragment.setdefault("params", {})
     fragment.setdefault("binary_only", {})
     return fragment

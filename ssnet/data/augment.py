@@ -1,7 +1,8 @@
 """Training augmentations (protocol §4), driven by an explicit numpy Generator.
 
 Each function takes an image and an optional label (unlabelled samples carry none) and applies the
-same spatial transform to both, so they stay aligned.
+same spatial transform to both, so they stay aligned. A dataset's ``augment`` method
+(:mod:`ssnet.datasets`) names its pipeline.
 """
 
 from __future__ import annotations
@@ -61,13 +62,10 @@ def augment_la(image, label, rng: np.random.Generator, patch: Sequence[int], pad
     return random_crop(image, label, patch, rng, pad_extra)
 
 
-def augment_acdc(image, label, rng: np.random.Generator, patch: Sequence[int], pad_extra: int = 3) -> Pair:
+def augment_acdc(image, label, rng: np.random.Generator, patch: Sequence[int]) -> Pair:
     """ACDC: p=0.5 rot90+flip, else p=0.5 rotation in [-20, 20); then zoom to ``patch`` (order 0)."""
     if rng.random() > 0.5:
         image, label = random_rot_flip(image, label, rng)
     elif rng.random() > 0.5:
         image, label = random_rotate(image, label, rng)
     return zoom_to(image, label, patch)
-
-
-AUGMENTERS = {"LA": augment_la, "ACDC": augment_acdc}

@@ -25,24 +25,6 @@ INFO_CFG_INT_KEYS = ("ED", "ES")
 
 
 # --------------------------------------------------------------------------- files
-def dataset_params(dataset: str, defaults: Mapping[str, Mapping], params: Mapping | None,
-                   what: str) -> tuple[str, dict]:
-    """(``LA`` | ``ACDC``, that dataset's ``defaults`` overridden by ``params``).
-
-    Raises ValueError for another dataset or for a parameter the defaults do not name (``what``
-    says whose parameters they are, e.g. "preprocessing").
-    """
-    key = str(dataset).upper()
-    if key not in defaults:
-        raise ValueError(f"unknown dataset {dataset!r}: expected 'LA' or 'ACDC'")
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults[key]))
-    if unknown:
-        raise ValueError(f"unknown {key} {what} parameter(s): {', '.join(unknown)} "
-                         f"(allowed: {', '.join(sorted(defaults[key])) or 'none'})")
-    return key, {**defaults[key], **params}
-
-
 def require_file(path: str | os.PathLike, what: str = "file", case: str | None = None) -> Path:
     """Raise DataError when ``path`` is not an existing regular file."""
     path = Path(path)

@@ -17,7 +17,7 @@ Slice counts per ACDC volume follow ``all_slices.list`` (or ``train_slices.list`
 ``train_slices.list`` matches. The images are the synthetic generator's (:mod:`ssnet.data.synthetic`),
 so a network can learn something from them. Same seed -> same content.
 
-    python -m ssnet.data.fixtures OUT_DIR [--seed N]   # writes OUT_DIR/{LA,ACDC}/{raw,preprocessed}
+    python -m ssnet.data.fixtures OUT_DIR [--seed N]   # writes OUT_DIR/<dataset>/{raw,preprocessed}
 """
 
 from __future__ import annotations
@@ -30,14 +30,13 @@ from typing import Any
 import numpy as np
 
 from ssnet.data.synthetic import ACDC_GROUPS, _acdc_frame, _la_volume, _write_sitk
+from ssnet.datasets import DATASETS, get_dataset
 from ssnet.io import atomic_dir, read_list, write_lines
 
 OFFICIAL_SPLITS = Path(__file__).resolve().parents[2] / "resources" / "splits"
 KINDS = ("raw", "preprocessed")
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "LA": {"size_xy": ((24, 24), (28, 24)), "n_slices": 88},
-    "ACDC": {"size_hw": (24, 32), "default_slices": 8},
-}
+LA_SIZES_XY = ((24, 24), (28, 24))  # (X, Y) of the miniature LA cases, alternating; 88 slices as the real ones
+ACDC_SIZE_HW = (24, 32)  # inclusive range of the miniature ACDC in-plane sizes
 STRAY_INI = "[.ShellClassInfo]\r\nIconResource=C:\\icon.ico,0\r\n"
 
 
@@ -55,8 +54,8 @@ def _la_ids(splits_dir: Path) -> list[str]:
     return read_list(splits_dir / "train.list") + read_list(splits_dir / "test.list")
 
 
-def make_la_layout(out_dir: str | os.PathLike, kind: str, splits_dir: str | os.PathLike = OFFICIAL_SPLITS / "LA",
-                   seed: int = 0, size_xy=DEFAULTS["LA"]["size_xy"], n_slices: int = 88) -> list[str]:
+def make_la_layout(out_dir: str | os.PathLike, kind: str, splits_dir: str | os.PathLike, seed: int = 0,
+                   size_xy=LA_SIZES_XY, n_slices: int = 88) -> list[str]:
     """Write a miniature LA release of ``kind`` (``raw`` | ``preprocessed``) under ``out_dir`` (atomic)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {KINDS}")
@@ -124,9 +123,8 @@ def _acdc_geometry(prng: np.random.Generator, nz: int, h: int, w: int) -> dict[s
     }
 
 
-def make_acdc_layout(out_dir: str | os.PathLike, kind: str,
-                     splits_dir: str | os.PathLike = OFFICIAL_SPLITS / "ACDC", seed: int = 0,
-                     size_hw=DEFAULTS["ACDC"]["size_hw"], default_slices: int = 8) -> list[str]:
+def make_acdc_layout(out_dir: str | os.PathLike, kind: str, splits_dir: str | os.PathLike, seed: int = 0,
+                     size_hw=ACDC_SIZE_HW, default_slices: int = 8) -> list[str]:
     """Write a miniature ACDC release of ``kind`` (``raw`` | ``preprocessed``) under ``out_dir`` (atomic)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {KINDS}")
@@ -183,24 +181,20 @@ def make_acdc_layout(out_dir: str | os.PathLike, kind: str,
 # --------------------------------------------------------------------------- entry point
 def make_layout(dataset: str, kind: str, out_dir: str | os.PathLike, splits_dir: str | os.PathLike | None = None,
                 seed: int = 0) -> list[str]:
-    """Miniature ``dataset`` (``LA`` | ``ACDC``) release of ``kind``; returns case IDs / patients."""
-    key = str(dataset).upper()
-    splits_dir = Path(splits_dir) if splits_dir is not None else OFFICIAL_SPLITS / key
-    if key == "LA":
-        return make_la_layout(out_dir, kind, splits_dir, seed)
-    if key == "ACDC":
-        return make_acdc_layout(out_dir, kind, splits_dir, seed)
-    raise ValueError(f"unknown dataset {dataset!r}: expected 'LA' or 'ACDC'")
+    """Miniature release of ``kind`` of a registered dataset (its ``make_fixture``), with every case of
+    the lists in ``splits_dir`` (default: its official lists); returns the case IDs / patients."""
+    data = get_dataset(dataset)
+    return data.make_fixture(kind, out_dir, Path(splits_dir or OFFICIAL_SPLITS / data.name), seed)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="writes OUT_DIR/<dataset>/<kind>")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dataset", choices=["LA", "ACDC"], action="append")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), action="append")
     parser.add_argument("--kind", choices=list(KINDS), action="append")
     args = parser.parse_args(argv)
-    for dataset in args.dataset or ["LA", "ACDC"]:
+    for dataset in args.dataset or sorted(DATASETS):
         for kind in args.kind or list(KINDS):
             make_layout(dataset, kind, Path(args.out_dir) / dataset / kind, seed=args.seed)
             print(f"wrote {Path(args.out_dir) / dataset / kind}")

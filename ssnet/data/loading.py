@@ -1,8 +1,8 @@
 """Preprocessed data for training and evaluation, and the deterministic two-stream batch stream.
 
-Preprocessed layout (written by :mod:`ssnet.data.preprocess`):
-``<root>/cases/<ID>.h5`` (LA), ``<root>/slices/<vol>_slice_K.h5`` and ``<root>/volumes/<vol>.h5``
-(ACDC), and the split lists in ``<root>/splits/``.
+The preprocessed layout (written by :mod:`ssnet.data.preprocess`) is the dataset's: its
+:meth:`~ssnet.datasets.Dataset.item_path` (training items) and
+:meth:`~ssnet.datasets.Dataset.case_path` (evaluation volumes), plus the split lists in ``<root>/splits/``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import h5py
 import numpy as np
 import torch
 
-from ssnet.config import FULL
-from ssnet.data.splits import labelled_cases_la, labelled_slices_acdc, patients_of, read_splits
+from ssnet.datasets import Dataset
 from ssnet.errors import ConfigError
 from ssnet.seeding import rng_for
 
@@ -29,67 +28,33 @@ def read_sample(path: str | Path) -> Sample:
         return handle["image"][()].astype(np.float32), handle["label"][()].astype(np.uint8)
 
 
-def case_path(root: str | Path, dataset: str, name: str) -> Path:
-    """Path of an evaluation/validation volume (LA case or ACDC volume)."""
-    root = Path(root)
-    return root / "cases" / f"{name}.h5" if dataset == "LA" else root / "volumes" / f"{name}.h5"
-
-
-def slice_path(root: str | Path, name: str) -> Path:
-    return Path(root) / "slices" / f"{name}.h5"
-
-
 @dataclass
 class TrainingSplit:
-    """Names of the training items of one run, and of its validation volumes."""
+    """Names of the training items of one run, and of its validation volumes, with scan counts."""
 
     labelled: list[str]
     unlabelled: list[str]
     validation: list[str]
-    validation_is_test: bool = False
-
-    @property
-    def labelled_scans(self) -> int:
-        """Labelled scans: LA cases, or ACDC patients (whose slices are the items)."""
-        return _scan_count(self.labelled)
-
-    @property
-    def unlabelled_scans(self) -> int:
-        return _scan_count(self.unlabelled)
+    validation_is_test: bool
+    labelled_scans: int
+    unlabelled_scans: int
 
 
-def _scan_count(names: Sequence[str]) -> int:
-    return len(patients_of(names)) if names and "_slice_" in names[0] else len(names)
+def training_split(root: str | Path, dataset: Dataset, labelled: str, selection: dict) -> TrainingSplit:
+    """Labelled/unlabelled items and validation volumes of one run (:meth:`Dataset.training_items`).
 
-
-def training_split(root: str | Path, dataset: str, labelled: str, selection: dict) -> TrainingSplit:
-    """Labelled/unlabelled item names (LA cases or ACDC slices) and validation volumes of one run.
-
-    LA validation (best_val): the last ``validation_cases`` of train.list, removed from the
-    unlabelled pool. ``best_test`` validates on test.list and is flagged as leakage.
+    ``best_test`` validates on test.list instead, and is flagged as leakage.
     """
-    splits = read_splits(Path(root) / "splits", dataset)
-    train = splits["train"]
-    if dataset == "LA":
-        n_val = int(selection.get("validation_cases", 0)) if selection["mode"] == "best_val" else 0
-        pool = train[: len(train) - n_val]
-        validation = train[len(train) - n_val :]
-        chosen = list(pool) if labelled == FULL else labelled_cases_la(pool, int(labelled))
-        rest = [c for c in pool if c not in set(chosen)]
-    else:
-        slices = splits["train_slices"]
-        n_patients = len(patients_of(train)) if labelled == FULL else int(labelled)
-        chosen = labelled_slices_acdc(slices, train, n_patients)
-        rest = [s for s in slices if s not in set(chosen)]
-        validation = splits["val"]
-    if selection["mode"] == "best_test":
-        validation = splits["test"]
-    return TrainingSplit(chosen, rest, validation, selection["mode"] == "best_test")
+    splits = dataset.read_splits(Path(root) / "splits")
+    chosen, rest, validation = dataset.training_items(splits, labelled, selection)
+    on_test = selection["mode"] == "best_test"
+    return TrainingSplit(chosen, rest, splits["test"] if on_test else validation, on_test,
+                         dataset.scan_count(chosen), dataset.scan_count(rest))
 
 
-def load_training_items(root: str | Path, dataset: str, names: Sequence[str]) -> list[Sample]:
-    path_of = (lambda n: case_path(root, dataset, n)) if dataset == "LA" else (lambda n: slice_path(root, n))
-    return [read_sample(path_of(name)) for name in names]
+def load_training_items(root: str | Path, dataset: Dataset, names: Sequence[str]) -> list[Sample]:
+    """The (image, label) of every named training item."""
+    return [read_sample(dataset.item_path(root, name)) for name in names]
 
 
 class BatchStream(torch.utils.data.Dataset):

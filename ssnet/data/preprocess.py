@@ -1,22 +1,28 @@
-"""Preprocessing of the raw LA and ACDC archives (protocol section 2).
+"""Preprocessing of a dataset's input into the pipeline's layout (protocol section 2).
 
-Output layout (one folder, written atomically: it appears complete or not at all)::
+Output (one folder, written atomically: it appears complete or not at all)::
 
-    <out>/splits/*.list                 copies of the split lists used (ACDC: + train_slices.list)
-    <out>/preprocess.json               dataset, source, seed, params, counts, warnings
-    <out>/manifest.csv                  every input file, its SHA-256 and the outputs it produced
+    <out>/<the dataset's layout>        see ssnet/datasets/<name>.py; for the built-in datasets:
     LA:   <out>/cases/<ID>.h5           image float32 (X, Y, Z), label uint8 {0,1}, gzip
           <out>/crop_boxes.csv          per case: half-open x/y crop box, the 4 margins, raw/out shape
     ACDC: <out>/slices/<vol>_slice_K.h5 train.list volumes, one 2D slice each (K 1-based), image H x W
           <out>/volumes/<vol>.h5        EVERY listed volume (train, val, test): image Z x H x W,
                                         label, attribute ``spacing`` (z, y, x) in mm
+    <out>/splits/*.list                 copies of the split lists used (and derived ones, e.g. ACDC
+                                        train_slices.list)
+    <out>/preprocess.json               dataset, source, params, counts, warnings
+    <out>/manifest.csv                  every input file, its SHA-256 and the outputs it produced
 
-Every input check (:mod:`ssnet.data.checks`) runs in a first pass over all cases, before anything
-is written; the second pass re-reads and writes.
+:func:`preprocess_dataset` is the one entry point: every input check of the dataset
+(:meth:`~ssnet.datasets.Dataset.check_inputs`, using :mod:`ssnet.data.checks`) runs over all cases
+before anything is written; then the dataset writes its layout
+(:meth:`~ssnet.datasets.Dataset.write_outputs`) and :func:`write_dataset` adds the split lists,
+manifest and summary. This module holds the LA and ACDC raw-archive readers and writers; the
+preprocessed releases are read by :mod:`ssnet.data.release`.
 
 ``source`` selects the input kind: ``raw`` (the challenge archives), ``synthetic`` (the generated
 archives in the raw formats; no real-data warnings) or ``preprocessed`` (the widely shared
-preprocessed releases, imported by :mod:`ssnet.data.release` into the same layout).
+preprocessed releases, imported into the same layout).
 """
 
 from __future__ import annotations
@@ -24,24 +30,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ssnet.config.params import complete
 from ssnet.data import checks
 from ssnet.data.provenance import Manifest, add_split_lists
-from ssnet.data.splits import acdc_slice_names, check_disjoint, patients_of, read_splits
+from ssnet.data.splits import acdc_slice_names, acdc_volumes, check_disjoint, parse_acdc_volume, patients_of
+from ssnet.datasets import get_dataset
 from ssnet.errors import DataError
 from ssnet.io import atomic_dir, write_json, write_lines
 
-LA_PARAM_DEFAULTS = {"margin_low": 10, "margin_high": 20, "min_extent": 112}
-ACDC_PARAM_DEFAULTS: dict[str, Any] = {}
 SOURCES = ("raw", "synthetic", "preprocessed")
-_VOLUME = re.compile(r"^(patient\d+)_frame0([12])$")
 
 
 def _log(msg: str) -> None:
@@ -121,7 +125,7 @@ def la_process_case(image_xyz: np.ndarray, label_xyz: np.ndarray, margins: Seque
     return image[x0:x1, y0:y1, :], label[x0:x1, y0:y1, :], (x0, x1, y0, y1)
 
 
-def _la_validate(root: Path, case_ids: Sequence[str], warn_depth: bool = False) -> list[str]:
+def validate_la(root: Path, case_ids: Sequence[str], warn_depth: bool = False) -> list[str]:
     """Check every case (raising DataError); return the warnings (z depth other than 88 if asked)."""
     if len(set(case_ids)) != len(case_ids):
         dup = sorted({c for c in case_ids if list(case_ids).count(c) > 1})
@@ -137,9 +141,13 @@ def _la_validate(root: Path, case_ids: Sequence[str], warn_depth: bool = False) 
     return warnings
 
 
-def _la_write(root: Path, case_ids: Sequence[str], out: Path, seed: int, margin_low: int, margin_high: int,
-              min_extent: int, margins: Mapping[str, Sequence[int]] | None,
-              manifest: Manifest | None = None) -> list[dict[str, Any]]:
+def write_la(root: Path, case_ids: Sequence[str], out: Path, seed: int, margin_low: int, margin_high: int,
+             min_extent: int, margins: Mapping[str, Sequence[int]] | None = None,
+             manifest: Manifest | None = None) -> list[dict[str, Any]]:
+    """Write ``cases/<ID>.h5`` and ``crop_boxes.csv`` of checked raw cases into ``out``; return the rows.
+
+    ``margins`` maps a case ID to recorded (x_lo, x_hi, y_lo, y_hi) margins instead of the seeded draw.
+    """
     (out / "cases").mkdir(parents=True, exist_ok=True)
     rows = []
     for i, cid in enumerate(case_ids, 1):
@@ -176,9 +184,9 @@ def preprocess_la(raw_dir: str | os.PathLike, case_ids: Sequence[str], out_dir: 
     """
     root = la_root(raw_dir)
     case_ids = list(case_ids)
-    _la_validate(root, case_ids)
+    validate_la(root, case_ids)
     with atomic_dir(out_dir) as tmp:
-        return _la_write(root, case_ids, tmp, seed, margin_low, margin_high, min_extent, margins)
+        return write_la(root, case_ids, tmp, seed, margin_low, margin_high, min_extent, margins)
 
 
 # =========================================================================== ACDC
@@ -188,15 +196,8 @@ def acdc_root(raw_dir: str | os.PathLike) -> Path:
     return raw_dir / "training" if (raw_dir / "training").is_dir() else raw_dir
 
 
-def _parse_volume(name: str) -> tuple[str, int]:
-    m = _VOLUME.match(name)
-    if not m:
-        raise DataError(f"not an ACDC volume name (patientNNN_frame01/02): {name!r}")
-    return m.group(1), int(m.group(2))
-
-
 def _acdc_frame_paths(root: Path, volume: str) -> tuple[Path, Path]:
-    patient, f = _parse_volume(volume)
+    patient, f = parse_acdc_volume(volume)
     info = checks.parse_info_cfg(root / patient / "Info.cfg")
     frame = int(info["ED"] if f == 1 else info["ES"])
     stem = root / patient / f"{patient}_frame{frame:02d}"
@@ -226,42 +227,38 @@ def acdc_normalise(image: np.ndarray) -> np.ndarray:
     return ((x - x.min()) / (x.max() - x.min())).astype(np.float32)
 
 
-def _acdc_volumes(splits: Mapping[str, Sequence[str]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for key in ("train", "val", "test"):
-        for v in splits.get(key, []):
-            seen.setdefault(v, None)
-    return list(seen)
-
-
-def _acdc_validate(root: Path, splits: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Check every listed volume; return the slice count per volume."""
+def validate_acdc(root: Path, splits: dict[str, list[str]]) -> dict[str, int]:
+    """Check every listed volume and ``train_slices`` (derived from the depths when absent); return
+    the slice count per volume."""
     check_disjoint(splits)
-    volumes = _acdc_volumes(splits)
+    volumes = acdc_volumes(splits)
     for v in volumes:
-        _parse_volume(v)
+        parse_acdc_volume(v)
     checks.require_cases(root, patients_of(volumes), "patient folder")
     depth = {}
     for v in volumes:
         image, _, _ = _acdc_read(root, v)
         depth[v] = int(image.shape[0])
     if "train_slices" in splits:
-        train = set(splits.get("train", []))
-        expected = {s for v in splits.get("train", []) for s in acdc_slice_names(v, depth[v])}
+        train = set(splits["train"])
+        expected = {s for v in splits["train"] for s in acdc_slice_names(v, depth[v])}
         bad = [s for s in splits["train_slices"] if s not in expected]
         if bad:
             outside = [s for s in bad if s.rsplit("_slice_", 1)[0] not in train]
             what = "volumes not in train.list" if outside else "slice indices beyond the volume depth"
             raise DataError(f"train_slices.list names {len(bad)} slice(s) with {what}: {', '.join(bad[:10])}")
+    else:
+        splits["train_slices"] = [s for v in splits["train"] for s in acdc_slice_names(v, depth[v])]
     return depth
 
 
-def _acdc_write(root: Path, splits: Mapping[str, Sequence[str]], out: Path,
-                manifest: Manifest | None = None) -> dict[str, int]:
+def write_acdc(root: Path, splits: Mapping[str, Sequence[str]], out: Path,
+               manifest: Manifest | None = None) -> dict[str, int]:
+    """Write ``volumes/`` (every listed volume) and ``slices/`` (train.list volumes) of checked volumes."""
     (out / "slices").mkdir(parents=True, exist_ok=True)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
-    train = set(splits.get("train", []))
-    volumes = _acdc_volumes(splits)
+    train = set(splits["train"])
+    volumes = acdc_volumes(splits)
     n_slices = 0
     for i, v in enumerate(volumes, 1):
         image, label, spacing = _acdc_read(root, v)
@@ -275,7 +272,7 @@ def _acdc_write(root: Path, splits: Mapping[str, Sequence[str]], out: Path,
                 outputs.append(f"slices/{v}_slice_{k + 1}.h5")
             n_slices += image.shape[0]
         if manifest is not None:
-            patient = _parse_volume(v)[0]
+            patient = parse_acdc_volume(v)[0]
             img_path, lab_path = _acdc_frame_paths(root, v)
             manifest.add("info", patient, root / patient / "Info.cfg", [f"volumes/{v}.h5"])
             manifest.add("image", v, img_path, outputs)
@@ -285,76 +282,62 @@ def _acdc_write(root: Path, splits: Mapping[str, Sequence[str]], out: Path,
     return {"volumes": len(volumes), "slices": n_slices}
 
 
-def preprocess_acdc(raw_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]],
+def preprocess_acdc(raw_dir: str | os.PathLike, splits: dict[str, list[str]],
                     out_dir: str | os.PathLike) -> dict[str, int]:
     """Preprocess the listed ACDC volumes into ``out_dir/slices`` and ``out_dir/volumes`` (atomic).
 
     ``splits`` holds ``train``, ``val``, ``test`` volume lists (``patientNNN_frame01`` = ED,
     ``_frame02`` = ES, as given by Info.cfg). Train volumes are also written whole to ``volumes/``.
     """
-    root = acdc_root(raw_dir)
-    _acdc_validate(root, splits)
+    root, splits = acdc_root(raw_dir), dict(splits)
+    validate_acdc(root, splits)
     with atomic_dir(out_dir) as tmp:
-        return _acdc_write(root, splits, tmp)
+        return write_acdc(root, splits, tmp)
 
 
 # =========================================================================== entry point
 def preprocess_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike,
-                       out_dir: str | os.PathLike, seed: int = 1337,
-                       params: Mapping[str, Any] | None = None, source: str = "raw") -> dict[str, Any]:
+                       out_dir: str | os.PathLike, params: Mapping[str, Any] | None = None,
+                       source: str = "raw") -> dict[str, Any]:
     """Read the split lists, check every input, then write the preprocessed dataset atomically.
 
     ``source``: ``raw`` (challenge archive), ``synthetic`` (generated raw-format archive: as raw,
-    without the real-data warnings) or ``preprocessed`` (the shared preprocessed release, imported
-    by :func:`ssnet.data.release.import_release`; the LA crop parameters do not apply to it).
-    LA params: ``margin_low``, ``margin_high``, ``min_extent`` (all cases of every list are
-    processed). ACDC: no params. Unknown params raise ValueError. The split lists are copied to
-    ``out_dir/splits/`` (ACDC: ``train_slices.list`` is generated from the volumes if absent), and
-    ``out_dir/manifest.csv`` records every input file with its SHA-256 and its outputs.
+    without the real-data warnings) or ``preprocessed`` (the shared preprocessed release, checked and
+    copied byte for byte; preprocessing parameters do not apply to it). ``params``: the dataset's
+    ``preprocessing`` block (its ``preprocessing_params``; ConfigError for an unknown key or a bad
+    value, defaults filled). Returns the summary written to ``preprocess.json``.
     """
-    key, p = checks.dataset_params(dataset, {"LA": LA_PARAM_DEFAULTS, "ACDC": ACDC_PARAM_DEFAULTS}, params,
-                                   "preprocessing")
+    data = get_dataset(dataset)
+    p = complete(data.preprocessing_params, params, f"datasets.{data.name}.preprocessing")
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}: expected one of {', '.join(SOURCES)}")
-    splits = read_splits(splits_dir, key)
+    splits = data.read_splits(splits_dir)
     check_disjoint(splits)
-    summary: dict[str, Any] = {"dataset": key, "source": source, "seed": int(seed), "params": p,
-                               "raw_dir": str(raw_dir), "splits_dir": str(splits_dir),
-                               "splits": {k: len(v) for k, v in splits.items()}}
+    summary: dict[str, Any] = {"dataset": data.name, "source": source, "params": p, "raw_dir": str(raw_dir),
+                               "splits_dir": str(splits_dir), "splits": {k: len(v) for k, v in splits.items()}}
     if source == "preprocessed":
-        from ssnet.data.release import import_release
+        summary["params_note"] = "preprocessing parameters do not apply: the release is already preprocessed"
+    summary["warnings"] = data.check_inputs(raw_dir, splits, p, source)
+    return write_dataset(out_dir, splits_dir, splits, summary,
+                         lambda tmp, manifest: data.write_outputs(raw_dir, splits, p, source, tmp, manifest))
 
-        summary["params_note"] = "crop parameters do not apply: the release is already preprocessed"
-        return import_release(key, raw_dir, splits_dir, splits, out_dir, summary)
+
+def write_dataset(out_dir: str | os.PathLike, splits_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]],
+                  summary: dict[str, Any], write: Callable[[Path, Manifest], Mapping[str, int]]) -> dict[str, Any]:
+    """Write a preprocessed folder atomically: ``write(tmp, manifest)`` (the data; returns counts added
+    to ``summary``), then the split lists, ``manifest.csv`` and ``preprocess.json`` (= ``summary``)."""
     manifest = Manifest()
-    if key == "LA":
-        root = la_root(raw_dir)
-        case_ids = [c for name in ("train", "val", "test") for c in splits.get(name, [])]
-        summary["warnings"] = _la_validate(root, case_ids, warn_depth=source == "raw")
-        with atomic_dir(out_dir) as tmp:
-            rows = _la_write(root, case_ids, tmp, seed, p["margin_low"], p["margin_high"], p["min_extent"], None,
-                             manifest)
-            _copy_splits(splits_dir, splits, tmp)
-            add_split_lists(manifest, splits_dir, list(splits))
-            summary["cases"] = len(rows)
-            manifest.write(tmp)
-            write_json(tmp / "preprocess.json", summary)
-    else:
-        root = acdc_root(raw_dir)
-        depth = _acdc_validate(root, splits)
-        if "train_slices" not in splits:
-            splits["train_slices"] = [s for v in splits["train"] for s in acdc_slice_names(v, depth[v])]
-        summary["warnings"] = []
-        with atomic_dir(out_dir) as tmp:
-            summary.update(_acdc_write(root, splits, tmp, manifest))
-            _copy_splits(splits_dir, splits, tmp)
-            add_split_lists(manifest, splits_dir, list(splits))
-            manifest.write(tmp)
-            write_json(tmp / "preprocess.json", summary)
+    with atomic_dir(out_dir) as tmp:
+        summary.update(write(tmp, manifest))
+        copy_splits(splits_dir, splits, tmp)
+        add_split_lists(manifest, splits_dir, list(splits))
+        manifest.write(tmp)
+        write_json(tmp / "preprocess.json", summary)
     return summary
 
 
-def _copy_splits(splits_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]], out: Path) -> None:
+def copy_splits(splits_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]], out: Path) -> None:
+    """``out/splits/<name>.list`` for every list: a copy of the input file, or written when derived."""
     dest = out / "splits"
     dest.mkdir(parents=True, exist_ok=True)
     for name, items in splits.items():

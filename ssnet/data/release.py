@@ -8,12 +8,14 @@ Input layouts (``raw_dir`` may point at the folder shown or at its parent):
   ``label`` uint8 {0..3}) and ``<raw_dir>/data/slices/<vol>_slice_K.h5`` (one 2D slice, K 1-based);
   ``frame01`` = ED, ``frame02`` = ES.
 
-Output: exactly the layout :mod:`ssnet.data.preprocess` writes (``cases/`` for LA; ``slices/`` and
-``volumes/`` for ACDC, without a ``spacing`` attribute because the release does not record it;
-``splits/``, ``preprocess.json``, ``manifest.csv``). The listed files are checked first (missing
-cases, unreadable/truncated files, dtype, dimensions, image/label shape, label values, empty label,
-NaN or constant image), then copied byte for byte, so an imported file has the input's SHA-256.
-Files that are not listed (``desktop.ini``, unlisted volumes or slices) are ignored.
+Output: the layout :mod:`ssnet.data.preprocess` writes from raw archives (``cases/`` for LA;
+``slices/`` and ``volumes/`` for ACDC, without a ``spacing`` attribute because the release does not
+record it); :func:`ssnet.data.preprocess.preprocess_dataset` with ``source: preprocessed`` calls the
+dataset's check and write steps (``validate_*`` and ``write_*`` here) and adds ``splits/``,
+``preprocess.json`` and ``manifest.csv``. The listed files are checked first (missing cases,
+unreadable/truncated files, dtype, dimensions, image/label shape, label values, empty label, NaN or
+constant image), then copied byte for byte, so an imported file has the input's SHA-256. Files that
+are not listed (``desktop.ini``, unlisted volumes or slices) are ignored.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from ssnet.data import checks
-from ssnet.data.provenance import Manifest, add_split_lists
-from ssnet.data.splits import acdc_slice_names
+from ssnet.data.provenance import Manifest
+from ssnet.data.splits import acdc_slice_names, acdc_volumes, parse_acdc_volume
 from ssnet.errors import DataError
-from ssnet.io import atomic_dir, write_json
 
 LA_RELEASE_FOLDER = "2018LA_Seg_Training Set"
 LA_RELEASE_FILE = "mri_norm2.h5"
@@ -120,7 +121,8 @@ def validate_la_release(root: Path, case_ids: Sequence[str]) -> list[str]:
     return warnings
 
 
-def _write_la_release(root: Path, case_ids: Sequence[str], out: Path, manifest: Manifest) -> int:
+def write_la_release(root: Path, case_ids: Sequence[str], out: Path, manifest: Manifest) -> int:
+    """Copy every checked case to ``out/cases/<ID>.h5``; return the number of cases."""
     (out / "cases").mkdir(parents=True, exist_ok=True)
     for i, cid in enumerate(case_ids, 1):
         src = la_release_path(root, cid)
@@ -131,24 +133,22 @@ def _write_la_release(root: Path, case_ids: Sequence[str], out: Path, manifest: 
 
 
 # --------------------------------------------------------------------------- ACDC
-def validate_acdc_release(root: Path, splits: dict[str, list[str]]) -> dict[str, Any]:
+def validate_acdc_release(root: Path, splits: dict[str, list[str]]) -> dict[str, int]:
     """Check every listed volume and training slice; fills ``splits['train_slices']`` if absent.
 
-    Returns ``{"depth": {volume: Z}}``. Whole volumes must contain foreground; single slices may be
+    Returns the slice count per volume. Whole volumes must contain foreground; single slices may be
     empty (apex/base). A slice must have its volume's in-plane shape and K in 1..Z.
     """
-    from ssnet.data.preprocess import _acdc_volumes, _parse_volume
-
     checks.check_splits_disjoint(splits)
-    volumes = _acdc_volumes(splits)
+    volumes = acdc_volumes(splits)
     for v in volumes:
-        _parse_volume(v)
+        parse_acdc_volume(v)
     _missing({v: acdc_volume_path(root, v) for v in volumes}, root, "volume", "<vol>.h5")
     depth, plane = {}, {}
     for v in volumes:
         image, _ = read_release_file(acdc_volume_path(root, v), 3, checks.ACDC_LABEL_VALUES)
         depth[v], plane[v] = int(image.shape[0]), tuple(image.shape[1:])
-    train = list(splits.get("train", []))
+    train = list(splits["train"])
     if "train_slices" not in splits:
         splits["train_slices"] = [s for v in train for s in acdc_slice_names(v, depth[v])]
     slices = splits["train_slices"]
@@ -167,16 +167,15 @@ def validate_acdc_release(root: Path, splits: dict[str, list[str]]) -> dict[str,
         if tuple(image.shape) != plane[volume]:
             raise DataError(f"shape mismatch: slice {path} has shape {tuple(image.shape)} but its volume "
                             f"{acdc_volume_path(root, volume)} has slices of shape {plane[volume]}")
-    return {"depth": depth}
+    return depth
 
 
-def _write_acdc_release(root: Path, splits: Mapping[str, Sequence[str]], out: Path,
-                        manifest: Manifest) -> dict[str, int]:
-    from ssnet.data.preprocess import _acdc_volumes
-
+def write_acdc_release(root: Path, splits: Mapping[str, Sequence[str]], out: Path,
+                       manifest: Manifest) -> dict[str, int]:
+    """Copy every listed volume to ``out/volumes/`` and every training slice to ``out/slices/``."""
     (out / "slices").mkdir(parents=True, exist_ok=True)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
-    volumes = _acdc_volumes(splits)
+    volumes = acdc_volumes(splits)
     for i, v in enumerate(volumes, 1):
         src = acdc_volume_path(root, v)
         shutil.copyfile(src, out / "volumes" / f"{v}.h5")
@@ -188,45 +187,3 @@ def _write_acdc_release(root: Path, splits: Mapping[str, Sequence[str]], out: Pa
         manifest.add("release_slice", s, src, [f"slices/{s}.h5"])
     _log(f"[ACDC] imported {len(splits['train_slices'])} training slices")
     return {"volumes": len(volumes), "slices": len(splits["train_slices"])}
-
-
-# --------------------------------------------------------------------------- entry point
-def import_release(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike,
-                   splits: dict[str, list[str]], out_dir: str | os.PathLike,
-                   summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Check and import a preprocessed release into ``out_dir`` (atomic; nothing written on error).
-
-    ``splits`` are the lists read from ``splits_dir`` (ACDC: ``train_slices`` is derived from the
-    volume depths when absent). Returns ``summary`` completed with counts and warnings.
-    """
-    from ssnet.data.preprocess import _copy_splits
-
-    key = str(dataset).upper()
-    summary = dict(summary or {})
-    summary.setdefault("dataset", key)
-    summary["source"] = "preprocessed"
-    manifest = Manifest()
-    if key == "LA":
-        root = la_release_root(raw_dir)
-        case_ids = [c for name in ("train", "val", "test") for c in splits.get(name, [])]
-        summary["warnings"] = validate_la_release(root, case_ids)
-        with atomic_dir(out_dir) as tmp:
-            summary["cases"] = _write_la_release(root, case_ids, tmp, manifest)
-            _finish(tmp, splits_dir, splits, manifest, summary, _copy_splits)
-    elif key == "ACDC":
-        root = acdc_release_root(raw_dir)
-        validate_acdc_release(root, splits)
-        summary["warnings"] = []
-        with atomic_dir(out_dir) as tmp:
-            summary.update(_write_acdc_release(root, splits, tmp, manifest))
-            _finish(tmp, splits_dir, splits, manifest, summary, _copy_splits)
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}: expected 'LA' or 'ACDC'")
-    return summary
-
-
-def _finish(tmp: Path, splits_dir, splits, manifest: Manifest, summary: dict, copy_splits) -> None:
-    copy_splits(splits_dir, splits, tmp)
-    add_split_lists(manifest, splits_dir, list(splits))
-    manifest.write(tmp)
-    write_json(tmp / "preprocess.json", summary)

@@ -1,6 +1,7 @@
 """Split lists and labelled subsets (protocol section 3).
 
-File conventions (as in the official releases, see ``resources/splits/``):
+Which lists a dataset has is its ``split_files`` (:mod:`ssnet.datasets`). File conventions (as in
+the official releases, see ``resources/splits/``):
 
 - LA: ``train.list`` (case IDs, sorted), ``test.list``; optional ``val.list``.
 - ACDC: ``train.list``, ``val.list``, ``test.list`` (volume names ``patientNNN_frame01`` / ``frame02``)
@@ -15,40 +16,30 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ssnet.data.checks import check_splits_disjoint
-from ssnet.errors import DataError
+from ssnet.errors import ConfigError, DataError
 from ssnet.io import read_list
 
-SPLIT_FILES = {
-    "LA": {"required": ("train", "test"), "optional": ("val",)},
-    "ACDC": {"required": ("train", "val", "test"), "optional": ("train_slices",)},
-}
-
 _PATIENT = re.compile(r"^(patient\d+)(?:_|$)")
+_VOLUME = re.compile(r"^(patient\d+)_frame0([12])$")
 
 
-def _dataset_key(dataset: str) -> str:
-    key = str(dataset).upper()
-    if key not in SPLIT_FILES:
-        raise ValueError(f"unknown dataset {dataset!r}: expected one of {sorted(SPLIT_FILES)}")
-    return key
+def read_splits(splits_dir: str | os.PathLike, split_files: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Read the ``<name>.list`` files of ``split_files`` (a dataset's ``{"required": names, "optional":
+    names}``) from ``splits_dir`` into ``{name: [entries]}``.
 
-
-def read_splits(splits_dir: str | os.PathLike, dataset: str) -> dict[str, list[str]]:
-    """Read ``<name>.list`` files of ``dataset`` from ``splits_dir`` into ``{name: [entries]}``.
-
-    Required lists missing -> DataError naming the file; optional lists are included when present.
+    Required lists missing or empty -> DataError naming the file; optional lists are included when present.
     """
-    spec = SPLIT_FILES[_dataset_key(dataset)]
     splits_dir = Path(splits_dir)
     out: dict[str, list[str]] = {}
-    for name in spec["required"] + spec["optional"]:
+    for name in (*split_files["required"], *split_files["optional"]):
         path = splits_dir / f"{name}.list"
         if not path.is_file():
-            if name in spec["required"]:
-                raise DataError(f"missing split list for {dataset}: {path}")
+            if name in split_files["required"]:
+                raise DataError(f"missing split list {path} (required: "
+                                f"{', '.join(f'{n}.list' for n in split_files['required'])})")
             continue
         out[name] = read_list(path)
-        if name in spec["required"] and not out[name]:
+        if name in split_files["required"] and not out[name]:
             raise DataError(f"split list {path} is empty")
     return out
 
@@ -99,6 +90,21 @@ def ratio_to_count(r: float, n: int) -> int:
     return min(int(n), max(1, round(float(r) * int(n))))
 
 
+def _fraction_count(fraction: float, n: int) -> int:
+    """Entries of ``n`` a split fraction takes: ``max(1, round(fraction * n))``, none for 0."""
+    return max(1, round(fraction * n)) if fraction > 0 else 0
+
+
+def split_counts(n: int, val_fraction: float, test_fraction: float, unit: str, where: str) -> dict[str, int]:
+    """``{"train", "val", "test"}`` sizes (in ``unit``) of ``n`` synthetic scans; ConfigError naming
+    ``where`` when the fractions leave no training scan."""
+    n_val, n_test = _fraction_count(val_fraction, n), _fraction_count(test_fraction, n)
+    if n - n_val - n_test < 1:
+        raise ConfigError(f"config key {where}: {n} {unit} leave no training {unit} with val_fraction="
+                          f"{val_fraction} and test_fraction={test_fraction}; generate more or lower the fractions")
+    return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+
+
 def check_disjoint(splits: Mapping[str, Sequence[str]]) -> None:
     """Raise DataError when split lists share an entry (or, for ACDC volumes, a patient)."""
     check_splits_disjoint(splits)
@@ -107,3 +113,16 @@ def check_disjoint(splits: Mapping[str, Sequence[str]]) -> None:
 def acdc_slice_names(volume: str, n_slices: int) -> list[str]:
     """``patientNNN_frame0F_slice_K`` for K = 1..n_slices."""
     return [f"{volume}_slice_{k}" for k in range(1, int(n_slices) + 1)]
+
+
+def parse_acdc_volume(name: str) -> tuple[str, int]:
+    """``patientNNN_frame0F`` -> (``patientNNN``, F); DataError for another name."""
+    m = _VOLUME.match(name)
+    if not m:
+        raise DataError(f"not an ACDC volume name (patientNNN_frame01/02): {name!r}")
+    return m.group(1), int(m.group(2))
+
+
+def acdc_volumes(splits: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every volume of the train, val and test lists, unique, in list order."""
+    return list(dict.fromkeys(v for key in ("train", "val", "test") for v in splits[key]))

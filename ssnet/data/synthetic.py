@@ -3,7 +3,8 @@
 The volumes are tiny but not trivially separable: the foreground's contrast to its surroundings is
 low compared with the noise, there are foreground-like distractors, a smooth multiplicative bias
 field, partial-volume blur and Rician noise, and the shapes and sizes vary per case. Everything is
-a deterministic function of the seed (same seed -> byte-identical files).
+a deterministic function of the seed (same seed -> byte-identical files). The parameters of each
+generator are declared by its dataset (``synthetic_params`` in ``ssnet/datasets/<name>.py``).
 
 - LA: ``<out>/Training Set/<20-char ID>/lgemri.nrrd`` + ``laendo.nrrd`` (uint8, raw NRRD,
   spacing 1, label {0, 255}); some cases also have an unused ``lawall.nrrd`` and one case folder
@@ -22,25 +23,15 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import ndimage
 
-from ssnet.data.checks import dataset_params
+from ssnet.config.params import complete
+from ssnet.data.checks import parse_info_cfg
+from ssnet.data.preprocess import acdc_root, la_root
+from ssnet.datasets import get_dataset
+from ssnet.errors import DataError
 from ssnet.io import atomic_dir, write_lines
 
 LA_ID_ALPHABET = string.ascii_uppercase + string.digits
 ACDC_GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
-
-LA_DEFAULTS: dict[str, Any] = {
-    "n_cases": 10,
-    "size_xy": (64, 64),  # a pair, or a list of pairs to draw from per case
-    "n_slices": 24,
-    "test_fraction": 0.2,
-}
-ACDC_DEFAULTS: dict[str, Any] = {
-    "n_patients": 10,
-    "n_slices": (4, 8),  # inclusive range per patient
-    "size_hw": (48, 80),  # inclusive range per patient (H and W drawn separately)
-    "val_fraction": 0.1,
-    "test_fraction": 0.2,
-}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -292,93 +283,67 @@ def make_synthetic_acdc(out_dir: str | os.PathLike, n_patients: int = 10, seed: 
 
 
 # --------------------------------------------------------------------------- splits
-def _acdc_root(raw_dir: Path) -> Path:
-    return raw_dir / "training" if (raw_dir / "training").is_dir() else raw_dir
+def _seeded_order(seed: int, names: list[str], sizes: dict[str, int]) -> list[str]:
+    """``names`` in the seeded split order (val, test, train); DataError when the archive does not hold
+    the generated number of cases."""
+    if len(names) != sum(sizes.values()):
+        raise DataError(f"synthetic archive holds {len(names)} cases, expected {sum(sizes.values())}")
+    return [names[i] for i in np.random.default_rng([int(seed), 0x5B]).permutation(len(names))]
 
 
-def _la_root(raw_dir: Path) -> Path:
-    return raw_dir / "Training Set" if (raw_dir / "Training Set").is_dir() else raw_dir
+def la_synthetic_splits(raw_dir: str | os.PathLike, seed: int, sizes: dict[str, int]) -> dict[str, list[str]]:
+    """``train.list`` and ``test.list`` (both sorted) of a synthetic LA archive with ``sizes``."""
+    ids = sorted(p.name for p in la_root(raw_dir).iterdir() if p.is_dir())
+    order = _seeded_order(seed, ids, sizes)
+    return {"train": sorted(order[sizes["test"]:]), "test": sorted(order[:sizes["test"]])}
 
 
-def write_synthetic_splits(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike,
-                           seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1) -> dict[str, list[str]]:
-    """Write split lists for a (synthetic) raw archive with the official conventions; return them.
+def acdc_synthetic_splits(raw_dir: str | os.PathLike, seed: int, sizes: dict[str, int]) -> dict[str, list[str]]:
+    """ACDC lists of a synthetic archive: ``train.list`` (patients in the seeded order, like the
+    official list), ``val.list`` and ``test.list`` (sorted), each patient giving ``_frame01`` then
+    ``_frame02``, and ``train_slices.list`` (K = 1..Z, 1-based, in train.list order; Z read from the
+    ED/ES image headers)."""
+    root = acdc_root(raw_dir)
+    patients = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("patient"))
+    order = _seeded_order(seed, patients, sizes)
+    n_val, n_test = sizes["val"], sizes["test"]
+    val, test, train = sorted(order[:n_val]), sorted(order[n_val:n_val + n_test]), order[n_val + n_test:]
 
-    LA: ``train.list`` (sorted) and ``test.list`` (sorted). ACDC: ``train.list`` (patients in a
-    seeded random order, like the official list), ``val.list`` and ``test.list`` (sorted), each
-    patient giving ``_frame01`` then ``_frame02``, and ``train_slices.list`` (K = 1..Z, 1-based,
-    in train.list order; Z read from the ED/ES image headers).
-    """
+    def volumes(ps):
+        return [f"{p}_frame0{f}" for p in ps for f in (1, 2)]
+
+    slices = [s for p in train for s in _acdc_train_slices(root, p)]
+    return {"train": volumes(train), "val": volumes(val), "test": volumes(test), "train_slices": slices}
+
+
+def _acdc_train_slices(root: Path, patient: str) -> list[str]:
+    """Slice names of a patient's ED (frame01) and ES (frame02) volumes, depth from the image headers."""
     import SimpleITK as sitk
 
-    from ssnet.data.checks import parse_info_cfg
-
-    raw_dir, key = Path(raw_dir), str(dataset).upper()
-    rng = np.random.default_rng([int(seed), 0x5B])
-
-    def count(frac: float, n: int, name: str) -> int:
-        if not 0 <= frac < 1:
-            raise ValueError(f"{name} must be in [0, 1), got {frac}")
-        return max(1, round(frac * n)) if frac > 0 else 0
-
-    if key == "LA":
-        ids = sorted(p.name for p in _la_root(raw_dir).iterdir() if p.is_dir())
-        n_test = count(test_fraction, len(ids), "test_fraction")
-        if len(ids) - n_test < 1:
-            raise ValueError(f"LA: {len(ids)} cases leave no training case with test_fraction={test_fraction}")
-        order = rng.permutation(len(ids))
-        test = sorted(ids[i] for i in order[:n_test])
-        train = sorted(ids[i] for i in order[n_test:])
-        splits = {"train": train, "test": test}
-    elif key == "ACDC":
-        root = _acdc_root(raw_dir)
-        patients = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("patient"))
-        n_val = count(val_fraction, len(patients), "val_fraction")
-        n_test = count(test_fraction, len(patients), "test_fraction")
-        if len(patients) - n_val - n_test < 1:
-            raise ValueError(f"ACDC: {len(patients)} patients leave no training patient "
-                             f"(val_fraction={val_fraction}, test_fraction={test_fraction})")
-        order = [patients[i] for i in rng.permutation(len(patients))]
-        val, test, train_p = sorted(order[:n_val]), sorted(order[n_val:n_val + n_test]), order[n_val + n_test:]
-
-        def vols(ps):
-            return [f"{p}_frame0{f}" for p in ps for f in (1, 2)]
-
-        slices = []
-        for p in train_p:
-            info = parse_info_cfg(root / p / "Info.cfg")
-            for f, frame in ((1, info["ED"]), (2, info["ES"])):
-                reader = sitk.ImageFileReader()
-                reader.SetFileName(str(root / p / f"{p}_frame{int(frame):02d}.nii.gz"))
-                reader.ReadImageInformation()
-                nz = reader.GetSize()[2]
-                slices += [f"{p}_frame0{f}_slice_{k}" for k in range(1, nz + 1)]
-        splits = {"train": vols(train_p), "val": vols(val), "test": vols(test), "train_slices": slices}
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}: expected 'LA' or 'ACDC'")
-
-    with atomic_dir(splits_dir) as tmp:
-        for name, items in splits.items():
-            write_lines(tmp / f"{name}.list", items)
-    return splits
+    info = parse_info_cfg(root / patient / "Info.cfg")
+    names = []
+    for f, frame in ((1, info["ED"]), (2, info["ES"])):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(root / patient / f"{patient}_frame{int(frame):02d}.nii.gz"))
+        reader.ReadImageInformation()
+        names += [f"{patient}_frame0{f}_slice_{k}" for k in range(1, reader.GetSize()[2] + 1)]
+    return names
 
 
 # --------------------------------------------------------------------------- entry point
 def make_synthetic(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike,
                    params: Mapping[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
-    """Write a synthetic raw archive of ``dataset`` ("LA" or "ACDC") and its split lists.
+    """Write a synthetic raw archive of ``dataset`` and its split lists (each atomically).
 
-    ``params`` overrides the defaults (LA: ``LA_DEFAULTS``, ACDC: ``ACDC_DEFAULTS``); unknown names
-    raise ValueError. Returns a summary: dataset, seed, resolved params, cases, splits.
+    ``params``: the dataset's ``synthetic`` block (its ``synthetic_params``; ConfigError for an
+    unknown key or a bad value, defaults filled). Returns a summary: dataset, seed, params, cases, splits.
     """
-    key, p = dataset_params(dataset, {"LA": LA_DEFAULTS, "ACDC": ACDC_DEFAULTS}, params, "synthetic")
-    if key == "LA":
-        cases = make_synthetic_la(raw_dir, n_cases=p["n_cases"], size_xy=p["size_xy"],
-                                  n_slices=p["n_slices"], seed=seed)
-        splits = write_synthetic_splits("LA", raw_dir, splits_dir, seed, test_fraction=p["test_fraction"])
-    else:
-        cases = make_synthetic_acdc(raw_dir, n_patients=p["n_patients"], seed=seed,
-                                    n_slices=p["n_slices"], size_hw=p["size_hw"])
-        splits = write_synthetic_splits("ACDC", raw_dir, splits_dir, seed, test_fraction=p["test_fraction"],
-                                        val_fraction=p["val_fraction"])
-    return {"dataset": key, "seed": int(seed), "params": p, "cases": cases, "splits": splits}
+    data = get_dataset(dataset)
+    p = complete(data.synthetic_params, params, f"datasets.{data.name}.synthetic")
+    data.synthetic_split_sizes(p)  # fails before anything is written
+    cases = data.make_synthetic(raw_dir, seed, p)
+    splits = data.synthetic_splits(raw_dir, seed, p)
+    with atomic_dir(splits_dir) as tmp:
+        for name, items in splits.items():
+            write_lines(tmp / f"{name}.list", items)
+    return {"dataset": data.name, "seed": int(seed), "params": p, "cases": cases, "splits": splits}

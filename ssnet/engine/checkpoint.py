@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 import ssnet
-from ssnet.config import dataset_spec
+from ssnet.datasets import get_dataset
 from ssnet.io import atomic_path
 from ssnet.methods.base import Method, get_method_class, parse_params
 
@@ -34,7 +34,7 @@ def build_method(run_cfg: dict) -> Method:
     """Instantiate the run's method from its resolved config."""
     cls = get_method_class(run_cfg["method_type"])
     params = parse_params(run_cfg["method_type"], run_cfg["params"], f"methods.{run_cfg['method']}.params")
-    return cls(params, dataset_spec(run_cfg["dataset"]), run_cfg["network"])
+    return cls(params, get_dataset(run_cfg["dataset"]).spec, run_cfg["network"])
 
 
 def save_model(path: str | Path, method: Method, run_cfg: dict, seed: int, selected_iteration: int) -> None:

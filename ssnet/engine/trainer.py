@@ -19,15 +19,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ssnet.config import config_hash, dataset_spec
-from ssnet.data.augment import AUGMENTERS
-from ssnet.data.loading import BatchStream, case_path, load_training_items, read_sample, training_split
+from ssnet.config import config_hash
+from ssnet.data.loading import BatchStream, load_training_items, read_sample, training_split
+from ssnet.datasets import get_dataset
+from ssnet.engine import run_info
 from ssnet.engine.checkpoint import build_method, git_commit, load_torch, save_model, save_torch, versions
 from ssnet.engine.schedule import learning_rate
 from ssnet.evaluation.predict import dice_per_class, predict_case
-from ssnet.io import write_csv, write_json
+from ssnet.io import write_csv
 from ssnet.methods.base import Batch, StepContext
-from ssnet.runtime import apply_cpu_allocator, memory_format
+from ssnet.runtime import apply_cpu_allocator, memory_format, resolve_device
 from ssnet.seeding import seed_everything, seed_iteration, set_deterministic, worker_init_fn
 
 
@@ -43,14 +44,6 @@ class RunOutputs:
     train_log: Path
     val_log: Path
     info: Path
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device (use device: auto or cpu)")
-    return torch.device(name)
 
 
 class _StopFlag:
@@ -92,36 +85,37 @@ class Trainer:
         self.cfg, self.seed = run_cfg, int(seed)
         self.data_root, self.checkpoint_dir = Path(data_root), Path(checkpoint_dir)
         self.training, self.selection = run_cfg["training"], run_cfg["selection"]
-        self.spec = dataset_spec(run_cfg["dataset"])
+        self.dataset = get_dataset(run_cfg["dataset"])
         self.device = resolve_device(run_cfg["device"])
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
         self.tag = f"[{run_cfg['dataset']}/{run_cfg['method']}/{run_cfg['labelled']}/seed{seed}]"
         torch.set_num_threads(max(1, int(threads)))
-        set_deterministic(bool(run_cfg.get("deterministic", True)))
-        torch.backends.cudnn.benchmark = bool(run_cfg.get("cudnn_benchmark", False))
+        set_deterministic(bool(run_cfg["deterministic"]))
+        torch.backends.cudnn.benchmark = bool(run_cfg["cudnn_benchmark"])
         self.hash = config_hash({"run": run_cfg, "seed": self.seed})
         apply_cpu_allocator(run_cfg, self.progress)
-        self.memory_format = memory_format(bool(run_cfg.get("channels_last")), self.spec.dim)
+        self.memory_format = memory_format(bool(run_cfg["channels_last"]), self.dataset.dim)
         seed_everything(self.seed)  # weight initialisation
         self.method = build_method(run_cfg).to(self.device, memory_format=self.memory_format)
         self.optimizer = torch.optim.SGD(self.method.optimised_parameters(), lr=self.training["lr"],
                                          momentum=self.training["momentum"],
                                          weight_decay=self.training["weight_decay"])
-        self.amp = bool(run_cfg.get("amp")) and self.device.type == "cuda"
+        self.amp = bool(run_cfg["amp"]) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.split = training_split(self.data_root, self.spec.name, run_cfg["labelled"], self.selection)
+        self.split = training_split(self.data_root, self.dataset, run_cfg["labelled"], self.selection)
         self.log_rows: list[dict] = []
         self.val_rows: list[dict] = []
         self.best = {"score": -1.0, "iteration": 0}
         self.start = 0
+        self.seconds: float | None = None  # wall time of fit()
 
     # ----------------------------------------------------------------------------------- data
     def batch_stream(self) -> BatchStream:
         unlabelled = self.method.uses_unlabelled
-        labelled_items = load_training_items(self.data_root, self.spec.name, self.split.labelled)
-        unlabelled_items = load_training_items(self.data_root, self.spec.name, self.split.unlabelled) if unlabelled else []
-        augment = AUGMENTERS[self.spec.name]
-        patch, extra = self.training["patch_size"], self.training.get("crop_pad_extra", 3)
+        labelled_items = load_training_items(self.data_root, self.dataset, self.split.labelled)
+        unlabelled_items = load_training_items(self.data_root, self.dataset, self.split.unlabelled) if unlabelled else []
+        augment = self.dataset.augment
+        patch, extra = self.training["patch_size"], self.training["crop_pad_extra"]
         return BatchStream(
             labelled_items,
             [image for image, _ in unlabelled_items],
@@ -135,7 +129,7 @@ class Trainer:
 
     def batches(self):
         stream = self.batch_stream()
-        workers = int(self.training.get("num_workers", 0))
+        workers = int(self.training["num_workers"])
         return torch.utils.data.DataLoader(stream, batch_size=None, shuffle=False, num_workers=workers,
                                            worker_init_fn=_worker_init, persistent_workers=False,
                                            pin_memory=self.device.type == "cuda")
@@ -146,17 +140,16 @@ class Trainer:
         network = self.method.inference_network()
         scores = []
         for name in self.split.validation:
-            image, label = read_sample(case_path(self.data_root, self.spec.name, name))
-            prediction = predict_case(network, image, self.spec.name, self.cfg["inference"], self.spec.n_classes,
-                                      self.device)
-            scores.append(np.mean(dice_per_class(prediction, label, self.spec.n_classes)))
+            image, label = read_sample(self.dataset.case_path(self.data_root, name))
+            prediction = predict_case(network, image, self.dataset, self.cfg["inference"], self.device)
+            scores.append(np.mean(dice_per_class(prediction, label, self.dataset.n_classes)))
         self.method.train()
         return float(np.mean(scores))
 
     def validation_due(self, done: int) -> bool:
         if self.selection["mode"] == "last":
             return False
-        return done >= self.selection.get("val_start", 0) and done % self.selection["val_every"] == 0
+        return done >= self.selection["val_start"] and done % self.selection["val_every"] == 0
 
     def maybe_validate(self, done: int) -> None:
         if not self.validation_due(done):
@@ -237,7 +230,7 @@ class Trainer:
         self.seconds = time.perf_counter() - started
 
     def report_progress(self, done: int, total: int, started: float, steps: int) -> None:
-        if done % self.training.get("log_every", 50) and done != total:
+        if done % self.training["log_every"] and done != total:
             return
         rate = steps / max(time.perf_counter() - started, 1e-9)
         eta = (total - done) / rate
@@ -255,24 +248,27 @@ class Trainer:
         return int(best["iteration"])
 
     def write_outputs(self, outputs: RunOutputs) -> None:
+        """The selected model, the training and validation logs and the run record."""
         selected = self.selected_weights()
         save_model(outputs.model, self.method, self.cfg, self.seed, selected)
         write_csv(outputs.train_log, pd.DataFrame(self.log_rows))
         write_csv(outputs.val_log, pd.DataFrame(self.val_rows, columns=["iteration", "val_dice"]))
-        write_json(outputs.info, {
-            "dataset": self.spec.name, "method": self.cfg["method"], "method_type": self.cfg["method_type"],
-            "labelled": self.cfg["labelled"], "seed": self.seed, "config_hash": self.hash,
-            "git_commit": git_commit(), "versions": versions(), "device": str(self.device),
-            "selection": self.selection["mode"], "test_set_selection": self.split.validation_is_test,
-            "selected_iteration": selected, "best_val_dice": self.best["score"] if self.val_rows else None,
-            "n_labelled": len(self.split.labelled), "n_labelled_scans": self.split.labelled_scans,
-            "n_unlabelled": len(self.split.unlabelled) if self.method.uses_unlabelled else 0,
-            "n_unlabelled_scans": self.split.unlabelled_scans if self.method.uses_unlabelled else 0,
-            "n_validation": len(self.split.validation), "labelled_items": self.split.labelled,
-            "validation_items": self.split.validation, "train_seconds": getattr(self, "seconds", None),
-            "resumed_from_iteration": self.start,  # train_seconds covers iterations resumed_from..iterations
-            "run_config": self.cfg,
-        })
+        run_info.write(outputs.info, self.run_record(selected))
+
+    def run_record(self, selected: int) -> run_info.RunInfo:
+        """The run's record (``run_info.json``), its weights taken at iteration ``selected``."""
+        split, unlabelled = self.split, self.method.uses_unlabelled
+        return run_info.RunInfo(
+            dataset=self.dataset.name, method=self.cfg["method"], method_type=self.cfg["method_type"],
+            labelled=self.cfg["labelled"], seed=self.seed, config_hash=self.hash, git_commit=git_commit(),
+            versions=versions(), device=str(self.device), selection=self.selection["mode"],
+            test_set_selection=split.validation_is_test, selected_iteration=selected,
+            best_val_dice=self.best["score"] if self.val_rows else None,
+            n_labelled=len(split.labelled), n_labelled_scans=split.labelled_scans,
+            n_unlabelled=len(split.unlabelled) if unlabelled else 0,
+            n_unlabelled_scans=split.unlabelled_scans if unlabelled else 0,
+            n_validation=len(split.validation), labelled_items=split.labelled, validation_items=split.validation,
+            train_seconds=self.seconds, run_config=self.cfg, resumed_from_iteration=self.start)
 
     def cleanup(self) -> None:
         for name in ("last.pt", "best.pt"):

@@ -1,4 +1,4 @@
-"""Evaluate one trained run on the test list: one row per case (LA) or per case and class (ACDC)."""
+"""Evaluate one trained run on the test list: one row per test case and foreground class."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ssnet.config import dataset_spec
-from ssnet.data.loading import case_path, read_sample
-from ssnet.data.splits import read_splits
+from ssnet.data.loading import read_sample
+from ssnet.datasets import get_dataset
 from ssnet.engine.checkpoint import load_model
-from ssnet.engine.trainer import resolve_device
 from ssnet.evaluation.metrics import case_metrics_multiclass
 from ssnet.evaluation.predict import predict_case
 from ssnet.io import atomic_path, write_csv
-from ssnet.runtime import apply_cpu_allocator
+from ssnet.runtime import apply_cpu_allocator, resolve_device
 
 COLUMNS = ["dataset", "method", "labelled", "seed", "case", "class", "dice", "jaccard", "hd95", "asd",
            "empty_prediction", "empty_ground_truth"]
@@ -31,7 +29,7 @@ def evaluate_run(model_path: str | Path, data_root: str | Path, out_csv: str | P
     ``inference`` overrides the inference settings saved with the model (the rule passes the
     current config, so changing e.g. the stride re-evaluates without retraining).
 
-    Columns: ``COLUMNS``; ``class`` is the foreground class (1 for LA; 1 RV, 2 Myo, 3 LV for ACDC).
+    Columns: ``COLUMNS``; ``class`` is the foreground label (1, 2, ...: the dataset's ``class_names``).
 
     ``predictions_out`` (optional): an ``.npz`` with one 2D slice (image, label, prediction) of the
     first ``qualitative_cases`` test cases, for the qualitative figure (:func:`qualitative_slices`).
@@ -40,19 +38,19 @@ def evaluate_run(model_path: str | Path, data_root: str | Path, out_csv: str | P
     method, saved = load_model(model_path)
     cfg = saved["run_config"]
     apply_cpu_allocator(cfg, lambda line: print(line, file=sys.stderr, flush=True))
-    spec = dataset_spec(cfg["dataset"])
+    dataset = get_dataset(cfg["dataset"])
     device = resolve_device(cfg["device"])
     network = method.to(device).inference_network()
-    inference = inference or cfg.get("inference")
-    test_cases = read_splits(Path(data_root) / "splits", spec.name)["test"]
+    inference = inference or cfg["inference"]
+    test_cases = dataset.read_splits(Path(data_root) / "splits")["test"]
     rows, started, slices = [], time.perf_counter(), []
     for i, case in enumerate(test_cases, start=1):
-        image, label = read_sample(case_path(data_root, spec.name, case))
-        prediction = predict_case(network, image, spec.name, inference, spec.n_classes, device)
+        image, label = read_sample(dataset.case_path(data_root, case))
+        prediction = predict_case(network, image, dataset, inference, device)
         if predictions_out is not None and i <= qualitative_cases:
-            slices.append((case, *qualitative_slice(image, label, prediction, spec.name)))
-        for cls, metrics in case_metrics_multiclass(prediction, label, range(1, spec.n_classes)).items():
-            rows.append({"dataset": spec.name, "method": cfg["method"], "labelled": cfg["labelled"],
+            slices.append((case, *qualitative_slice(image, label, prediction, dataset.qualitative_axis)))
+        for cls, metrics in case_metrics_multiclass(prediction, label, range(1, dataset.n_classes)).items():
+            rows.append({"dataset": dataset.name, "method": cfg["method"], "labelled": cfg["labelled"],
                          "seed": saved["seed"], "case": case, "class": cls, **metrics})
         print(f"[evaluate {cfg['dataset']}/{cfg['method']}/{cfg['labelled']}/seed{saved['seed']}] "
               f"{i}/{len(test_cases)} {case} ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
@@ -63,13 +61,12 @@ def evaluate_run(model_path: str | Path, data_root: str | Path, out_csv: str | P
     return frame
 
 
-def qualitative_slice(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, dataset: str):
-    """(slice index, image, label, prediction) of the axial slice with the most ground-truth foreground.
+def qualitative_slice(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, axis: int):
+    """(slice index, image, label, prediction) of the slice along ``axis`` (the dataset's
+    ``qualitative_axis``: axial slices) with the most ground-truth foreground.
 
     The slice depends on the ground truth only, so every method's file shows the same slice.
-    LA volumes are (X, Y, Z): axial slices along the last axis; ACDC volumes are (Z, H, W).
     """
-    axis = 2 if dataset == "LA" else 0
     other = tuple(a for a in range(3) if a != axis)
     index = int(np.argmax((label > 0).sum(axis=other)))
     take = lambda volume: np.take(volume, index, axis=axis)  # noqa: E731

@@ -1,32 +1,20 @@
-"""Dataset-aware prediction of one evaluation volume with a run's inference settings."""
+"""Prediction of one evaluation volume with a run's inference settings (the dataset names its predictor)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ssnet.evaluation.inference import largest_component, predict_volume_2d, sliding_window_predict
+from ssnet.datasets import Dataset
+from ssnet.evaluation.inference import largest_component
 
 
-def predict_case(network: torch.nn.Module, image: np.ndarray, dataset: str, inference: dict, n_classes: int, device) -> np.ndarray:
-    """Label map of one volume: LA (X, Y, Z) by sliding window, ACDC (Z, H, W) slice by slice."""
-    if dataset == "LA":
-        prediction, _ = sliding_window_predict(
-            network,
-            image,
-            patch=inference["patch_size"],
-            stride_xy=inference["stride_xy"],
-            stride_z=inference["stride_z"],
-            n_classes=n_classes,
-            batch_size=inference["batch_size"],
-            device=device,
-        )
-    else:
-        prediction = predict_volume_2d(
-            network, image, size=inference["patch_size"], batch_size=inference["batch_size"], device=device
-        )
-    if inference.get("largest_component"):
-        prediction = _largest_component_per_class(prediction, n_classes)
+def predict_case(network: torch.nn.Module, image: np.ndarray, dataset: Dataset, inference: dict, device) -> np.ndarray:
+    """uint8 label map of one volume (:meth:`Dataset.predict_volume`), optionally reduced to the largest
+    connected component of each class (``inference.largest_component``)."""
+    prediction = dataset.predict_volume(network, image, inference, device)
+    if inference["largest_component"]:
+        prediction = _largest_component_per_class(prediction, dataset.n_classes)
     return prediction.astype(np.uint8)
 
 

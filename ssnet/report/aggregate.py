@@ -1,7 +1,8 @@
 """Aggregation stage entry points (one per rule of rules/report.smk).
 
 - :func:`aggregate`: main table (CSV, Markdown, LaTeX, HTML), one row per run, Dice vs labelled figure.
-- :func:`result_tables`: ACDC per-class, SS-Net ablation and significance tables.
+- :func:`result_tables`: per-class (datasets with several foreground classes), SS-Net ablation and
+  significance tables.
 - :func:`labelled_figures`: training curves, per-case Dice distribution, qualitative comparison of
   one labelled count.
 - :func:`provenance` and :func:`summary` (in :mod:`ssnet.report.provenance`).
@@ -9,18 +10,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from ssnet.config import FULL
+from ssnet.datasets import get_dataset
+from ssnet.engine import run_info
 from ssnet.io import write_csv
 from ssnet.report import figures
 from ssnet.report.predictions import read_qualitative
 from ssnet.report.render import Table, write_rendered
 from ssnet.report.significance import per_case_dice, significance_table
-from ssnet.report.tables import (FULL, ablation_table, is_ablation, load_cases, load_paper, load_runs, main_table,
+from ssnet.report.tables import (ablation_table, is_ablation, load_cases, load_paper, load_runs, main_table,
                                  per_class_table)
 
 
@@ -71,15 +74,15 @@ def labelled_figures(dataset: str, labelled: str, runs: dict[str, Sequence[str]]
     (drawn as the reference in the distribution and qualitative figures, not in the training curves).
     SS-Net ablation variants appear in the training curves and distributions, not in the qualitative figure.
     """
-    infos = [json.loads(Path(p).read_text()) for p in runs["info"]]
+    infos = [run_info.read(p) for p in runs["info"]]
     cases = load_cases(runs["metrics"], runs["info"])
     here = cases[cases["labelled"] == labelled]
     scans = int(here["labelled_scans"].iloc[0]) if len(here) else None
-    where = f"{dataset}, {figures.labelled_title(labelled, scans)}"
+    where = f"{dataset}, {figures.labelled_title(labelled, scans, get_dataset(dataset).scan_unit)}"
 
-    logs = [{"method": info["method"], "label": info["run_config"].get("method_label", info["method"]),
-             "seed": info["seed"], "train": _read_log(train), "val": _read_log(val)}
-            for info, train, val in zip(infos, runs["train_log"], runs["val_log"]) if str(info["labelled"]) == labelled]
+    logs = [{"method": info.method, "label": info.method_label, "seed": info.seed, "train": _read_log(train),
+             "val": _read_log(val)}
+            for info, train, val in zip(infos, runs["train_log"], runs["val_log"]) if info.labelled == labelled]
     figures.training_curves(logs, method_order, f"{where}: training curves (mean over seeds, shaded = seed range)",
                             Path(outputs["curves_png"]), Path(outputs["curves_pdf"]))
 
@@ -97,15 +100,15 @@ def labelled_figures(dataset: str, labelled: str, runs: dict[str, Sequence[str]]
                               Path(outputs["distribution_png"]), Path(outputs["distribution_pdf"]))
 
     ablation = set(cases.loc[is_ablation(cases), "method"])
-    first_seed = min(info["seed"] for info in infos)
+    first_seed = min(info.seed for info in infos)
     columns = []
     for info, path in sorted(zip(infos, runs["predictions"]),
-                             key=lambda item: (str(item[0]["labelled"]) == FULL and labelled != FULL,
-                                               rank.get(item[0]["method"], len(rank)))):
-        if info["seed"] != first_seed or info["method"] in ablation:
+                             key=lambda item: (item[0].labelled == FULL and labelled != FULL,
+                                               rank.get(item[0].method, len(rank)))):
+        if info.seed != first_seed or info.method in ablation:
             continue
-        label = info["run_config"].get("method_label", info["method"])
-        if str(info["labelled"]) == FULL and labelled != FULL:
+        label = info.method_label
+        if info.labelled == FULL and labelled != FULL:
             label += " (full)"
         columns.append({"label": label, "slices": read_qualitative(path)})
     figures.qualitative(columns, f"{where}: qualitative comparison (seed {first_seed}; contours of each class)",

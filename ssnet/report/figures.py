@@ -17,13 +17,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ssnet.config import FULL  # noqa: E402
+from ssnet.datasets import get_dataset  # noqa: E402
 from ssnet.io import atomic_path  # noqa: E402
 
 STYLE = {"figure.dpi": 120, "savefig.dpi": 150, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False, "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8,
          "font.family": "DejaVu Sans"}
-CLASS_COLOURS = {1: "#ffd400", 2: "#00d5ff", 3: "#ff4f9a"}  # LA foreground / ACDC RV, Myo, LV
-FULL = "all"
+CLASS_COLOURS = ("#ffd400", "#00d5ff", "#ff4f9a", "#7cff4f", "#ff8c1a")  # foreground labels 1, 2, ... (cycled)
 
 
 def method_colours(method_order: Sequence[str]) -> dict[str, str]:
@@ -38,16 +39,18 @@ def save(fig, png: str | Path, pdf: str | Path) -> None:
     plt.close(fig)
 
 
-def labelled_title(labelled: str, labelled_scans: int | None = None) -> str:
+def labelled_title(labelled: str, labelled_scans: int | None, unit: str) -> str:
+    """``full supervision`` or ``4 labelled scans`` (``unit``: the dataset's ``scan_unit``)."""
     if labelled == FULL:
         return "full supervision"
-    return f"{labelled_scans if labelled_scans is not None else labelled} labelled scans"
+    return f"{labelled_scans if labelled_scans is not None else labelled} labelled {unit}"
 
 
 # ---- Dice vs labelled count ---------------------------------------------------------------------
 def dice_vs_labelled(runs: pd.DataFrame, method_order: Sequence[str], dataset: str, png: Path, pdf: Path) -> None:
     """Dice against the number of labelled scans, one line per method: seed mean, +- std bar, seed dots."""
     colours = method_colours(method_order)
+    unit = get_dataset(dataset).scan_unit
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.0, 3.4))
         for method in (m for m in method_order if m in set(runs["method"])):
@@ -60,9 +63,9 @@ def dice_vs_labelled(runs: pd.DataFrame, method_order: Sequence[str], dataset: s
         ticks = sorted(set(runs["labelled_scans"]))
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
-        ax.set_xlabel("labelled scans")
+        ax.set_xlabel(f"labelled {unit}")
         ax.set_ylabel("Dice (%)")
-        ax.set_title(f"{dataset}: Dice vs labelled scans (mean ± std over seeds; dots = seeds)")
+        ax.set_title(f"{dataset}: Dice vs labelled {unit} (mean ± std over seeds; dots = seeds)")
         ax.legend(frameon=False)
         fig.tight_layout()
         save(fig, png, pdf)
@@ -176,9 +179,9 @@ def qualitative(columns: list[dict], title: str, png: Path, pdf: Path) -> None:
                 ax = axes[r, c]
                 ax.imshow(image.T, cmap="gray", origin="lower", interpolation="nearest")
                 if mask is not None:
-                    for cls, colour in CLASS_COLOURS.items():
-                        if (mask == cls).any():
-                            ax.contour((mask == cls).T.astype(float), levels=[0.5], colors=[colour], linewidths=0.9)
+                    for cls in np.unique(mask[mask > 0]):
+                        colour = CLASS_COLOURS[(int(cls) - 1) % len(CLASS_COLOURS)]
+                        ax.contour((mask == cls).T.astype(float), levels=[0.5], colors=[colour], linewidths=0.9)
                     if c >= 2:
                         dice = _dice(mask, item["label"])
                         ax.text(0.03, 0.04, f"Dice {dice:.1f}", transform=ax.transAxes, color="white", fontsize=7,

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ssnet.config import FULL
+from ssnet.engine import run_info
 from ssnet.io import write_csv
 from ssnet.report.render import HTML_STYLE, write_text
 
@@ -28,18 +30,17 @@ REPORT_PACKAGES = ["ssnet", "snakemake", "numpy", "pandas", "scipy", "matplotlib
 
 
 def reproducibility_frame(info_files: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per run record: identity, provenance (commit, config hash, versions) and selection."""
     rows = []
     for path in info_files:
-        info = json.loads(Path(path).read_text())
-        run_cfg = info.get("run_config", {})
-        row = {"dataset": info["dataset"], "method": info["method"], "label": run_cfg.get("method_label", info["method"]),
-               "labelled": str(info["labelled"]), "seed": info["seed"], "git_commit": info.get("git_commit", ""),
-               "config_hash": info.get("config_hash", ""), "selection": info.get("selection", ""),
-               "test_set_selection": info.get("test_set_selection", False),
-               "schedule_profile": run_cfg.get("schedule_profile", ""),
-               "selected_iteration": info.get("selected_iteration"), "device": info.get("device", ""),
-               "train_seconds": info.get("train_seconds"), "run_info": str(path)}
-        row.update({f"version_{k}": v for k, v in sorted(info.get("versions", {}).items())})
+        info = run_info.read(path)
+        row = {"dataset": info.dataset, "method": info.method, "label": info.method_label,
+               "labelled": info.labelled, "seed": info.seed, "git_commit": info.git_commit,
+               "config_hash": info.config_hash, "selection": info.selection,
+               "test_set_selection": info.test_set_selection, "schedule_profile": info.schedule_profile,
+               "selected_iteration": info.selected_iteration, "device": info.device,
+               "train_seconds": info.train_seconds, "run_info": str(path)}
+        row.update({f"version_{k}": v for k, v in sorted(info.versions.items())})
         rows.append(row)
     frame = pd.DataFrame(rows)
     return frame.sort_values(["dataset", "method", "labelled", "seed"]).reset_index(drop=True) if len(frame) else frame
@@ -103,7 +104,7 @@ def summary(table_files: Sequence[str | Path], data_sources: dict[str, str], out
         if table.empty:
             continue
         dataset = str(table["dataset"].iloc[0])
-        source = data_sources.get(dataset, "raw")
+        source = data_sources[dataset]
         lines.append(f"## {dataset}")
         lines.append("")
         if source == "synthetic":
@@ -115,7 +116,7 @@ def summary(table_files: Sequence[str | Path], data_sources: dict[str, str], out
                   "|---|---|---|---|---|---|---|---|---|"]
         for _, r in table.iterrows():
             lines.append(
-                f"| {r['labelled_scans'] if r['labelled'] != 'all' else 'all (' + str(r['labelled_scans']) + ')'} "
+                f"| {r['labelled_scans'] if r['labelled'] != FULL else f'{FULL} (' + str(r['labelled_scans']) + ')'} "
                 f"| {r['label']} | {int(r['n_seeds'])} | {_pm(r['dice_mean'], r['dice_std'])} | {_num(r['dice_paper'])} "
                 f"| {_num(r['dice_delta'], True)} | {_pm(r['hd95_mean'], r['hd95_std'])} | {_num(r['hd95_paper'])} "
                 f"| {_num(r['hd95_delta'], True)} |")

@@ -1,6 +1,6 @@
 """Paired significance of each method against SS-Net: Wilcoxon signed-rank over test cases.
 
-Per labelled count, each method's per-case Dice (ACDC: mean over the three classes) is averaged
+Per labelled count, each method's per-case Dice (mean over the foreground classes) is averaged
 over its seeds, paired with SS-Net's on the same test cases, and compared with
 ``scipy.stats.wilcoxon`` (two-sided, scipy's defaults). No multiple-comparison correction.
 """
@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ssnet.config import FULL
+from ssnet.datasets import get_dataset
 from ssnet.report.render import Block, Cell, Table
-from ssnet.report.tables import FULL, _fmt, block_title, protocol_notes, reference_method
+from ssnet.report.tables import _fmt, block_title, protocol_notes, reference_method
 
 ALPHA = 0.05
 COLUMNS = ["dataset", "labelled", "labelled_scans", "method", "label", "reference", "reference_label", "n_cases",
@@ -75,6 +77,12 @@ def significance(cases: pd.DataFrame, method_order: Sequence[str], dataset: str)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _classes_averaged(dataset: str) -> str:
+    """`` averaged over the 3 classes and`` for a multi-class dataset, empty for one foreground class."""
+    n = len(get_dataset(dataset).class_names)
+    return f" averaged over the {n} classes and" if n > 1 else ""
+
+
 def _p(value: float) -> str:
     if np.isnan(value):
         return "–"
@@ -95,13 +103,14 @@ def significance_table(cases: pd.DataFrame, method_order: Sequence[str], dataset
                  Cell(_fmt(r["statistic"])), Cell(_p(r["p_value"]) + (f" ({r['comment']})" if r["comment"] else ""),
                                                      bool(r["significant"]))]
                 for _, r in block.iterrows()]
-        blocks.append(Block(block_title(labelled, int(block["labelled_scans"].iloc[0]), None), rows))
+        blocks.append(Block(block_title(labelled, int(block["labelled_scans"].iloc[0]), None,
+                                        get_dataset(dataset).scan_unit), rows))
     if reference is None:
         notes = ["No SS-Net runs (a method of type ssnet with smoothness and separation on): nothing to compare with."]
     else:
         notes = [f"Each method against {ref_label} ({reference}) at the same labelled count: two-sided Wilcoxon "
                  "signed-rank test (scipy.stats.wilcoxon) over the paired test cases, on per-case Dice"
-                 + (" averaged over the three classes and" if dataset == "ACDC" else "")
+                 + _classes_averaged(dataset)
                  + " averaged over seeds (n = seeds method / reference). Δ = method − reference (mean over cases). "
                  f"Bold: p < {ALPHA}; no multiple-comparison correction."]
     notes += protocol_notes(cases.drop_duplicates(["method", "labelled", "seed"]), schedule_profile, data_source)

@@ -1,37 +1,36 @@
 """Paper-style results tables from the per-run outputs of one dataset.
 
 Input: the per-case CSVs of :mod:`ssnet.evaluation.evaluate` (``test_metrics.csv``) and the runs'
-``run_info.json``. A run's score is the mean over its test cases (ACDC: over cases and the three
-classes); the tables report mean +- sample std of the run scores across seeds, with the number of
-seeds, beside the published value and the difference.
+``run_info.json``. A run's score is the mean over its test cases (and over the foreground classes of
+a multi-class dataset); the tables report mean +- sample std of the run scores across seeds, with the
+number of seeds, beside the published value and the difference. Labelled counts are in the dataset's
+``scan_unit`` (LA scans, ACDC patients).
 
 Tables (each a numeric CSV frame plus a :class:`ssnet.report.render.Table`):
 
 - :func:`main_table`: Table 1 (LA) / Table 2 (ACDC) layout, one block per labelled count, then the
   full-supervision block; SS-Net ablation variants are left to :func:`ablation_table`.
-- :func:`per_class_table`: ACDC per class (RV, Myo, LV).
+- :func:`per_class_table`: per foreground class, for datasets with more than one (ACDC: RV, Myo, LV).
 - :func:`ablation_table`: SS-Net with smoothness on/off x separation on/off.
 - significance: :mod:`ssnet.report.significance`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ssnet.config import FULL
+from ssnet.datasets import get_dataset
+from ssnet.engine import run_info
 from ssnet.report.render import Block, Cell, Table
 
 METRICS = {"dice": "Dice (%)", "jaccard": "Jaccard (%)", "hd95": "95HD (voxel)", "asd": "ASD (voxel)"}
 PERCENT = {"dice", "jaccard"}
 HIGHER_IS_BETTER = {"dice": True, "jaccard": True, "hd95": False, "asd": False}
-FULL = "all"
-# the paper's full-supervision row (labelled scans) per dataset
-PAPER_FULL_LABELLED = {"LA": 80, "ACDC": 70}
-ACDC_CLASSES = {1: "RV", 2: "Myo", 3: "LV"}
 SELECTION_TEXT = {
     "last": "last iteration (no model selection)",
     "best_val": "best validation Dice (validation set; the test set is only read by evaluation)",
@@ -45,18 +44,17 @@ DAGGER = "†"
 
 
 # ---- loading -------------------------------------------------------------------------------------
-def _identity(info: dict) -> dict:
-    run_cfg = info.get("run_config", {})
-    params = run_cfg.get("params", {})
+def _identity(info: run_info.RunInfo) -> dict:
+    params = info.run_config["params"]
     return {
-        "dataset": info["dataset"], "method": info["method"],
-        "label": run_cfg.get("method_label", info["method"]),
-        "method_type": info.get("method_type") or run_cfg.get("method_type") or info["method"],
+        "dataset": info.dataset, "method": info.method, "label": info.method_label,
+        "method_type": info.method_type,
+        # the ablation switches exist in SS-Net's params only
         "smoothness": bool(params.get("smoothness", False)), "separation": bool(params.get("separation", False)),
-        "labelled": str(info["labelled"]), "seed": int(info["seed"]),
-        "labelled_scans": int(info["n_labelled_scans"]), "unlabelled_scans": int(info["n_unlabelled_scans"]),
-        "selection": info["selection"], "test_set_selection": bool(info["test_set_selection"]),
-        "schedule_profile": run_cfg.get("schedule_profile", "reference"),
+        "labelled": info.labelled, "seed": int(info.seed),
+        "labelled_scans": int(info.n_labelled_scans), "unlabelled_scans": int(info.n_unlabelled_scans),
+        "selection": info.selection, "test_set_selection": bool(info.test_set_selection),
+        "schedule_profile": info.schedule_profile,
     }
 
 
@@ -65,7 +63,7 @@ def load_runs(metric_files: Iterable[str | Path], info_files: Iterable[str | Pat
     rows = []
     for metric_file, info_file in zip(metric_files, info_files):
         per_case = pd.read_csv(metric_file)
-        row = _identity(json.loads(Path(info_file).read_text()))
+        row = _identity(run_info.read(info_file))
         row["empty_predictions"] = int(per_case["empty_prediction"].sum())
         row.update({m: float(per_case[m].mean()) * (100.0 if m in PERCENT else 1.0) for m in METRICS})
         rows.append(row)
@@ -77,7 +75,7 @@ def load_cases(metric_files: Iterable[str | Path], info_files: Iterable[str | Pa
     frames = []
     for metric_file, info_file in zip(metric_files, info_files):
         per_case = pd.read_csv(metric_file, dtype={"case": str})
-        identity = _identity(json.loads(Path(info_file).read_text()))
+        identity = _identity(run_info.read(info_file))
         per_case = per_case.drop(columns=[c for c in identity if c in per_case.columns])
         for key, value in identity.items():
             per_case[key] = value
@@ -108,8 +106,10 @@ def load_paper(path: str | Path | None) -> pd.DataFrame:
 
 
 def paper_row(paper: pd.DataFrame, dataset: str, label: str, labelled: str, labelled_scans: int) -> dict | None:
-    """The published numbers of (dataset, method label, labelled scans); full supervision = 80 (LA) / 70 (ACDC)."""
-    scans = PAPER_FULL_LABELLED.get(dataset, labelled_scans) if labelled == FULL else labelled_scans
+    """The published numbers of (dataset, method label, labelled scans); full supervision is the paper's
+    full-supervision row (the dataset's ``paper_full_labelled``, when known)."""
+    full = get_dataset(dataset).paper_full_labelled
+    scans = full if labelled == FULL and full is not None else labelled_scans
     hit = paper[(paper["dataset"] == dataset) & (paper["method"] == label) & (paper["labeled"] == scans)]
     return None if hit.empty else hit.iloc[0].to_dict()
 
@@ -158,11 +158,24 @@ def mean_std(mean: float, std: float) -> str:
     return _fmt(mean) if std is None or np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def block_title(labelled: str, labelled_scans: int, total_scans: int | None) -> str:
+def block_title(labelled: str, labelled_scans: int, total_scans: int | None, unit: str) -> str:
+    """``4 labelled scans (5%)``, or ``Full supervision (80 labelled scans)``; ``unit``: the dataset's
+    ``scan_unit``."""
     if labelled == FULL:
-        return f"Full supervision ({labelled_scans} labelled scans)"
+        return f"Full supervision ({labelled_scans} labelled {unit})"
     share = f" ({100.0 * labelled_scans / total_scans:.0f}%)" if total_scans else ""
-    return f"{labelled_scans} labelled scans{share}"
+    return f"{labelled_scans} labelled {unit}{share}"
+
+
+def scans_used_columns(unit: str) -> list[tuple[str, str]]:
+    """The labelled (L) and unlabelled (U) count columns, headed by the dataset's ``scan_unit``."""
+    return [(f"{unit.capitalize()} used", "L"), (f"{unit.capitalize()} used", "U")]
+
+
+def classes_text(dataset: str) -> str:
+    """`` and the 3 classes (RV, Myo, LV)`` for a multi-class dataset, empty for one foreground class."""
+    names = get_dataset(dataset).class_names
+    return f" and the {len(names)} classes ({', '.join(names)})" if len(names) > 1 else ""
 
 
 def _total_scans(table: pd.DataFrame) -> int | None:
@@ -216,7 +229,8 @@ def main_table(runs: pd.DataFrame, method_order: Sequence[str], dataset: str, pa
     table = best_flags(table, [f"{m}_mean" for m in METRICS])
     table.insert(0, "dataset", dataset)
 
-    columns = [("", "Method"), ("Scans used", "L"), ("Scans used", "U"), ("", "n")]
+    unit = get_dataset(dataset).scan_unit
+    columns = [("", "Method"), *scans_used_columns(unit), ("", "n")]
     for title in METRICS.values():
         columns += [(title, "ours"), (title, "paper"), (title, "Δ")]
     columns.append(("", "Empty pred."))
@@ -232,24 +246,26 @@ def main_table(runs: pd.DataFrame, method_order: Sequence[str], dataset: str, pa
                           Cell(_fmt(r[f"{m}_paper"])), Cell(_fmt(r[f"{m}_delta"], signed=True))]
             cells.append(Cell(str(int(r["empty_predictions"]))))
             rows.append(cells)
-        blocks.append(Block(block_title(labelled, int(block["labelled_scans"].iloc[0]), total), rows))
-    full_paper = PAPER_FULL_LABELLED.get(dataset)
+        blocks.append(Block(block_title(labelled, int(block["labelled_scans"].iloc[0]), total, unit), rows))
+    full_paper = get_dataset(dataset).paper_full_labelled
     notes = [
         "Ours: mean ± sample std over seeds (n = seeds); a run's score is the mean over test cases"
-        + (" and the three classes" if dataset == "ACDC" else "") + ". Distances in voxels; an empty prediction "
+        + classes_text(dataset) + ". Distances in voxels; an empty prediction "
         "scores 0 on all four metrics (Empty pred. counts them).",
-        "Paper: the published value (resources/paper_results.csv), matched by method label and labelled scans"
-        + (f"; full supervision = the paper's {full_paper}-scan row" if full_paper else "")
+        f"Paper: the published value (resources/paper_results.csv), matched by method label and labelled {unit}"
+        + (f"; full supervision = the paper's {full_paper}-{unit.rstrip('s')} row" if full_paper else "")
         + "; Δ = ours − paper; – = not published. Bold: best of ours per column within a block.",
         *protocol_notes(main_runs, schedule_profile, data_source),
     ]
     return table, Table(f"{dataset}: test-set results (paper layout)", columns, blocks, notes)
 
 
-# ---- ACDC per class ------------------------------------------------------------------------------
+# ---- per class -----------------------------------------------------------------------------------
 def per_class_table(cases: pd.DataFrame, method_order: Sequence[str], dataset: str,
                     schedule_profile: str | None = None, data_source: str | None = None) -> tuple[pd.DataFrame, Table]:
-    """Per-class Dice / 95HD (RV, Myo, LV): per-run mean over cases, then mean ± std over seeds."""
+    """Per-class Dice / 95HD (e.g. RV, Myo, LV): per-run mean over cases, then mean ± std over seeds."""
+    data = get_dataset(dataset)
+    class_names = dict(enumerate(data.class_names, start=1))
     cases = cases[~is_ablation(cases)]
     keys = ["method", "labelled", "seed", "class"]
     first = ["label", "method_type", "smoothness", "separation", "labelled_scans", "unlabelled_scans", "selection",
@@ -258,7 +274,7 @@ def per_class_table(cases: pd.DataFrame, method_order: Sequence[str], dataset: s
         **{c: (c, "first") for c in first}, empty_predictions=("empty_prediction", "sum"),
         **{m: (m, "mean") for m in METRICS}).reset_index()
     table = summarise(per_run, method_order, keys=("method", "labelled", "class"))
-    table.insert(table.columns.get_loc("class") + 1, "class_name", table["class"].map(ACDC_CLASSES))
+    table.insert(table.columns.get_loc("class") + 1, "class_name", table["class"].map(class_names))
     table["block"] = table["labelled"] + "/" + table["class"].astype(str)
     table = best_flags(table, [f"{m}_mean" for m in METRICS], block="block").drop(columns=["block"])
     rank = {m: i for i, m in enumerate(method_order)}
@@ -266,10 +282,10 @@ def per_class_table(cases: pd.DataFrame, method_order: Sequence[str], dataset: s
     table = table.sort_values(["full", "labelled_scans", "method_rank", "method", "class"]).drop(columns=["method_rank"])
     table.insert(0, "dataset", dataset)
 
-    classes = [c for c in ACDC_CLASSES if c in set(table["class"])]
-    columns = [("", "Method"), ("Scans used", "L"), ("Scans used", "U"), ("", "n")]
+    classes = [c for c in class_names if c in set(table["class"])]
+    columns = [("", "Method"), *scans_used_columns(data.scan_unit), ("", "n")]
     for c in classes:
-        columns += [(ACDC_CLASSES[c], "Dice (%)"), (ACDC_CLASSES[c], "95HD")]
+        columns += [(class_names[c], "Dice (%)"), (class_names[c], "95HD")]
     total = _total_scans(table)
     blocks = []
     for labelled, block in table.groupby("labelled", sort=False):
@@ -287,9 +303,10 @@ def per_class_table(cases: pd.DataFrame, method_order: Sequence[str], dataset: s
                 cells += [Cell(mean_std(h["dice_mean"], h["dice_std"]), bool(h["dice_best"])),
                           Cell(mean_std(h["hd95_mean"], h["hd95_std"]), bool(h["hd95_best"]))]
             rows.append(cells)
-        blocks.append(Block(block_title(labelled, int(block["labelled_scans"].iloc[0]), total), rows))
+        blocks.append(Block(block_title(labelled, int(block["labelled_scans"].iloc[0]), total, data.scan_unit), rows))
+    legend = ", ".join(f"{n} = {d}" for n, d in zip(data.class_names, data.class_descriptions))
     notes = ["Per class: mean over test volumes per run, then mean ± sample std over seeds (n = seeds). "
-             "RV = right ventricle, Myo = myocardium, LV = left ventricle. 95HD in voxels. "
+             f"{legend}. 95HD in voxels. "
              "Bold: best per column within a block. The CSV also has Jaccard and ASD.",
              *protocol_notes(cases.drop_duplicates(["method", "labelled", "seed"]), schedule_profile, data_source)]
     return table.reset_index(drop=True), Table(f"{dataset}: per-class test results", columns, blocks, notes)
@@ -300,7 +317,8 @@ def ablation_table(runs: pd.DataFrame, method_order: Sequence[str], dataset: str
                    schedule_profile: str | None = None, data_source: str | None = None) -> tuple[pd.DataFrame, Table]:
     """SS-Net variants: smoothness (L_smooth) on/off x separation (L_sep) on/off, per labelled count."""
     sub = runs[runs["method_type"] == "ssnet"] if len(runs) else runs
-    columns = [("", "Method"), ("Scans used", "L"), ("Scans used", "U"), ("", "L_smooth"), ("", "L_sep"), ("", "n"),
+    unit = get_dataset(dataset).scan_unit
+    columns = [("", "Method"), *scans_used_columns(unit), ("", "L_smooth"), ("", "L_sep"), ("", "n"),
                *[("", title) for title in METRICS.values()]]
     if sub.empty:
         note = ("No SS-Net runs: add methods of type ssnet (e.g. ssnet, ssnet_no_smooth, ssnet_no_sep, "
@@ -320,7 +338,7 @@ def ablation_table(runs: pd.DataFrame, method_order: Sequence[str], dataset: str
                  Cell(mark[bool(r["smoothness"])]), Cell(mark[bool(r["separation"])]), Cell(str(int(r["n_seeds"]))),
                  *[Cell(mean_std(r[f"{m}_mean"], r[f"{m}_std"]), bool(r[f"{m}_best"])) for m in METRICS]]
                 for _, r in block.iterrows()]
-        blocks.append(Block(block_title(labelled, int(block["labelled_scans"].iloc[0]), total), rows))
+        blocks.append(Block(block_title(labelled, int(block["labelled_scans"].iloc[0]), total, unit), rows))
     notes = ["SS-Net with the pixel-level smoothness term (L_smooth, VAT) and the inter-class separation term "
              "(L_sep) switched on (✓) or off (✗) via methods.<m>.params.<D>.smoothness/separation; the supervised "
              "Dice loss is always on. Mean ± sample std over seeds (n = seeds). Bold: best per column within a block.",

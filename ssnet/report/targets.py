@@ -7,6 +7,7 @@ is the one of rules/common.smk: ``results/runs/<D>/<method>/<labelled>/seed<S>/`
 from __future__ import annotations
 
 from ssnet.config import FULL
+from ssnet.datasets import get_dataset
 from ssnet.workflow import run_path, runs_of
 
 RUN_FILES = {"metrics": "test_metrics.csv", "info": "run_info.json", "train_log": "train_log.csv",
@@ -33,11 +34,23 @@ def labelled_subcategory(labelled: str) -> str:
     return "Full supervision" if labelled == FULL else f"{labelled} labelled"
 
 
+def per_class_datasets(datasets: list[str]) -> list[str]:
+    """The datasets with more than one foreground class: they get a per-class table."""
+    return [d for d in datasets if len(get_dataset(d).class_names) > 1]
+
+
+def per_class_constraint(datasets: list[str]) -> str:
+    """The ``{dataset}`` wildcard constraint of the per-class table rule (a regex matching nothing when
+    no dataset has several foreground classes)."""
+    return "|".join(per_class_datasets(datasets)) or "(?!)"
+
+
 def report_targets(config: dict, datasets: list[str]) -> list[str]:
     """Every table, figure and summary of the report stage (for rule all)."""
     outputs = ["results/tables/reproducibility.csv", "results/summary.md"]
     for dataset in datasets:
-        tables = ["main_table.html", "ablation.html", "significance.html"] + (["per_class.html"] if dataset == "ACDC" else [])
+        tables = ["main_table.html", "ablation.html", "significance.html"]
+        tables += ["per_class.html"] if dataset in per_class_datasets([dataset]) else []
         outputs += [f"results/tables/{dataset}/{name}" for name in tables]
         outputs.append(f"results/figures/{dataset}/dice_vs_labelled.png")
         outputs += [f"results/figures/{dataset}/{labelled}/{name}.png" for labelled in figure_labelled_values(config, dataset)
