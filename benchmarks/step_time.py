@@ -28,6 +28,7 @@ backward, final forward) over the step; the final pass's backward is not include
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -131,9 +132,11 @@ def synthetic_batch(cfg: dict, n_labelled: int, n_unlabelled: int):
     return Batch(image, label)
 
 
-def setup_step(config_name: str, method_type: str, params: dict, threads: int, runtime: str):
+def setup_step(config: str | dict, method_type: str, params: dict, threads: int, runtime: str,
+               device: str = "cpu"):
     """(configuration dict, method, batch) for a worker, with the runtime's settings applied the way the
-    engine applies them. ``supervised`` gets the labelled-only batch, other methods labelled + unlabelled."""
+    engine applies them. ``supervised`` gets the labelled-only batch, other methods labelled + unlabelled.
+    ``config``: a name in ``CONFIGS`` or a dict of the same form; method and batch are moved to ``device``."""
     import torch
 
     from ssnet.methods import get_method_class
@@ -145,28 +148,62 @@ def setup_step(config_name: str, method_type: str, params: dict, threads: int, r
     layout, malloc = RUNTIMES[runtime]
     if malloc == "tuned":
         configure_malloc(TUNED_MALLOC_MB, TUNED_MALLOC_MB)
-    cfg = CONFIGS[config_name]
+    cfg = CONFIGS[config] if isinstance(config, str) else config
     cls = get_method_class(method_type)
     method = cls(cls.Params(**params), DatasetSpec(cfg["dataset"], cfg["dim"], cfg["n_classes"]), cfg["network"])
     n_labelled, n_unlabelled = ((cfg["labelled_only"], 0) if method_type == "supervised"
                                 else (cfg["labelled"], cfg["unlabelled"]))
     fmt = memory_format(layout == "channels_last", cfg["dim"])
     batch = synthetic_batch(cfg, n_labelled, n_unlabelled)
-    return cfg, method.to(memory_format=fmt), batch.to(batch.image.device, fmt)
+    return cfg, method.to(device, memory_format=fmt), batch.to(torch.device(device), fmt)
+
+
+def setup_variant(config: str | dict, variant: str, threads: int, runtime: str, device: str = "cpu"):
+    """:func:`setup_step` for a name of ``VARIANTS``: SS-Net with the variant's parameters over the
+    configuration's, or ``supervised`` for ``labelled-only``. Run ``ssnet-refexec`` inside
+    :func:`variant_execution`."""
+    cfg = CONFIGS[config] if isinstance(config, str) else config
+    if VARIANTS[variant] is None:
+        return setup_step(cfg, "supervised", {}, threads, runtime, device)
+    return setup_step(cfg, "ssnet", {**cfg["params"], **VARIANTS[variant]}, threads, runtime, device)
+
+
+@contextlib.contextmanager
+def variant_execution(variant: str):
+    """Within the block, the SS-Net method executes as ``variant`` does: for ``ssnet-refexec`` the
+    reference scripts' VAT and separation-loss execution; the method's own functions are put back after."""
+    import ssnet.methods.ssnet as ssnet_method
+
+    saved = ssnet_method.vat_loss, ssnet_method.separation_loss
+    if variant == "ssnet-refexec":
+        ssnet_method.vat_loss = _vat_with_parameter_backward
+        ssnet_method.separation_loss = _separation_with_distance_matrix
+    try:
+        yield
+    finally:
+        ssnet_method.vat_loss, ssnet_method.separation_loss = saved
 
 
 def timed_steps(method, batch, warmup: int, repeats: int, iteration: int, max_iterations: int,
-                on_step=lambda measured, step: None) -> tuple[list[dict], object]:
+                on_step=lambda measured, step: None, amp: bool = False) -> tuple[list[dict], object]:
     """Time ``repeats`` SGD iterations after ``warmup``; returns (steps, the last StepOutput).
 
     Per measured iteration, wall seconds: ``total``, ``backward`` (each ``StepContext.backward`` call in
     order: the staged part first, the returned loss last), ``optimizer`` (SGD step and the method's
-    ``after_optimizer_step``), and ``cpu`` (process CPU seconds). ``on_step(measured, step)`` runs after
-    every iteration and may add entries to ``step``.
+    ``after_optimizer_step``), and ``cpu`` (process CPU seconds); ``logs`` (the step's logged terms) and
+    ``loss`` (the value back-propagated). ``on_step(measured, step)`` runs after every iteration and may
+    add entries to ``step``. On CUDA the times are taken after ``torch.cuda.synchronize()``.
+    ``amp``: as the engine's ``Trainer.step`` with ``amp: true`` (``training_step`` under autocast,
+    losses scaled by a ``GradScaler``, whose scale after the step is ``amp_scale``); meant for CUDA (the
+    engine ignores ``amp`` on the CPU, where autocast would be bfloat16).
     """
     import torch
 
     from ssnet.methods.base import StepContext
+
+    device = batch.image.device
+    scaler = torch.amp.GradScaler(device.type, enabled=amp) if amp else None
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     class TimedContext(StepContext):
         def backward(self, loss):
@@ -178,18 +215,27 @@ def timed_steps(method, batch, warmup: int, repeats: int, iteration: int, max_it
     optimiser = torch.optim.SGD(method.optimised_parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     steps = []
     for i in range(warmup + repeats):
-        ctx = TimedContext(iteration + i, max_iterations)
+        ctx = TimedContext(iteration + i, max_iterations, scale=scaler.scale if amp else None)
         ctx.backward_seconds = []
+        synchronize()
         start, cpu_start = time.perf_counter(), time.process_time()
         optimiser.zero_grad(set_to_none=True)
-        out = method.training_step(batch, ctx)
+        with torch.autocast(device.type, enabled=amp):
+            out = method.training_step(batch, ctx)
         ctx.backward(out.loss)
         optimizer_start = time.perf_counter()
-        optimiser.step()
+        if amp:
+            scaler.step(optimiser)
+            scaler.update()
+        else:
+            optimiser.step()
         method.after_optimizer_step(ctx)
+        synchronize()
         end = time.perf_counter()
         step = {"total": end - start, "backward": ctx.backward_seconds, "optimizer": end - optimizer_start,
-                "cpu": time.process_time() - cpu_start}
+                "cpu": time.process_time() - cpu_start, "logs": dict(out.logs), "loss": ctx.backpropagated}
+        if amp:
+            step["amp_scale"] = scaler.get_scale()
         on_step(i >= warmup, step)
         if i >= warmup:
             steps.append(step)
@@ -215,32 +261,25 @@ def worker(config_name: str, variant: str, runtime: str, threads: int, warmup: i
     import ssnet.methods.ssnet as ssnet_method
 
     ssnet_variant = VARIANTS[variant] is not None
-    if not ssnet_variant:
-        cfg, method, batch = setup_step(config_name, "supervised", {}, threads, runtime)
-    else:
-        params = {**CONFIGS[config_name]["params"], **VARIANTS[variant]}
-        cfg, method, batch = setup_step(config_name, "ssnet", params, threads, runtime)
-        if variant == "ssnet-refexec":
-            ssnet_method.vat_loss = _vat_with_parameter_backward
-            ssnet_method.separation_loss = _separation_with_distance_matrix
-
+    cfg, method, batch = setup_variant(config_name, variant, threads, runtime)
     vat_seconds = []
-    if ssnet_variant:
-        inner = ssnet_method.vat_loss
-
-        def timed_vat(*args, **kwargs):
-            start = time.perf_counter()
-            result = inner(*args, **kwargs)
-            vat_seconds.append(time.perf_counter() - start)
-            return result
-
-        ssnet_method.vat_loss = timed_vat
 
     def record_vat(measured: bool, step: dict) -> None:
         step["vat"] = sum(vat_seconds)
         vat_seconds.clear()
 
-    steps, out = timed_steps(method, batch, warmup, repeats, 6000, 15000, record_vat)
+    with variant_execution(variant):
+        if ssnet_variant:
+            inner = ssnet_method.vat_loss
+
+            def timed_vat(*args, **kwargs):
+                start = time.perf_counter()
+                result = inner(*args, **kwargs)
+                vat_seconds.append(time.perf_counter() - start)
+                return result
+
+            ssnet_method.vat_loss = timed_vat
+        steps, out = timed_steps(method, batch, warmup, repeats, 6000, 15000, record_vat)
     wall = [step["total"] for step in steps]
     shares = [phase_shares(step) for step in steps]
     return {"config": config_name, "variant": variant, "runtime": runtime, "threads": threads,

@@ -1,4 +1,5 @@
 # Configuration checks and the named helpers that rules use for inputs, params and resources.
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,7 @@ sys.path.insert(0, workflow.basedir)
 
 from ssnet.config import enabled_datasets, resolve_config, run_config  # noqa: E402
 from ssnet.datasets import DATASETS as REGISTERED_DATASETS, get_dataset  # noqa: E402
+from ssnet.devices import DEVICE_ENV, export, gpu_job_limit, resolve_device  # noqa: E402
 from ssnet.errors import ConfigError  # noqa: E402
 from ssnet.report.targets import report_targets  # noqa: E402
 from ssnet.workflow import run_path, runs_of  # noqa: E402
@@ -26,6 +28,49 @@ except ConfigError as exc:
     _stop(f"invalid configuration: {exc}")
 
 DATASETS = enabled_datasets(config)
+
+# The device is decided once, here, for the whole DAG (auto: cuda when the submit host sees a GPU);
+# every job inherits the decision (ssnet.devices), and the runs record the resolved value.
+FIRST_PARSE = DEVICE_ENV not in os.environ  # jobs re-parsing the workflow inherit SSNET_DEVICE
+DEVICE = resolve_device(config["device"])
+export(DEVICE, config["gpu_jobs_per_device"])
+config["device"] = DEVICE.device
+if FIRST_PARSE:
+    print(DEVICE.describe(), file=sys.stderr)
+
+
+def _limit_gpu_jobs():
+    """At most GPUs x gpu_jobs_per_device GPU jobs at once on a workstation (ssnet.devices)."""
+    slots = gpu_job_limit(
+        DEVICE,
+        config["gpu_jobs_per_device"],
+        local=workflow.global_resources["_nodes"].value is None,
+        user_set="gpu" in workflow.global_resources,
+    )
+    if slots is not None:
+        workflow.register_resource("gpu", slots)
+        if FIRST_PARSE:
+            print(
+                f"GPU jobs: at most {slots} at once ({len(DEVICE.gpus)} GPUs x "
+                f"gpu_jobs_per_device {config['gpu_jobs_per_device']})",
+                file=sys.stderr,
+            )
+
+
+def _announce_cpu_cost():
+    """Before the first job of a CPU run: the estimated training time of the grid (ssnet.plan)."""
+    from ssnet.plan import plan, total_hours
+
+    hours, unknown = total_hours(plan(config))
+    if hours >= 1:
+        print(f"device cpu: the training grid is estimated at {hours:.0f} CPU-hours one job at a time "
+              f"(about {hours / 24:.1f} days){f' plus {unknown} run(s) without a figure' if unknown else ''}; "
+              "see `python -m ssnet.config plan`. On a GPU machine use device: auto or cuda.", file=sys.stderr)
+
+
+_limit_gpu_jobs()
+if FIRST_PARSE and DEVICE.device == "cpu":
+    _announce_cpu_cost()
 
 
 def _check_raw_data():

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from typing import Callable, Mapping
 
 import torch
 
+from ssnet.devices import no_gpu_message, pin_job
+from ssnet.devices import resolve_device as workflow_device
 from ssnet.errors import ConfigError
 
 MALLOPT_OPTIONS = {"M_MMAP_THRESHOLD": -3, "M_TRIM_THRESHOLD": -1}  # glibc <malloc.h>
@@ -31,12 +34,16 @@ MAX_THRESHOLD_MB = 2047  # mallopt takes a C int (bytes)
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device of a config's ``device`` (``auto`` = CUDA when available); RuntimeError for
-    ``cuda`` without a CUDA device."""
+    """The torch device of a run's ``device`` (``auto``: CUDA when a GPU is visible, decided without
+    initialising CUDA). A CUDA job is pinned to a free GPU slot before CUDA starts
+    (:func:`ssnet.devices.pin_job`); ConfigError when it cannot use a GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device (use device: auto or cpu)")
+        name = workflow_device("auto").device
+    if name == "cuda":
+        pin_job("cuda")
+        if not torch.cuda.is_available():
+            raise ConfigError(no_gpu_message("cuda", f"torch {torch.__version__} reports no CUDA device; "
+                                             f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}"))
     return torch.device(name)
 
 

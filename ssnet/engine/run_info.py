@@ -50,6 +50,7 @@ class RunInfo:
     reference_tensors: int | None = None
     head_tensors: int | None = None
     imported_as: str | None = None  # the method type the released weights were loaded into
+    gpu: str | None = None  # the GPU slot the job was pinned to (its CUDA_VISIBLE_DEVICES), cuda runs only
 
     @property
     def is_released(self) -> bool:
