@@ -82,6 +82,14 @@ def copy_project(root: Path, *extra: str) -> Path:
     return root
 
 
+def paper_checkout(root: Path) -> Path:
+    """A clean project copy whose config.yaml data folders exist (empty): the paper grid parses."""
+    copy_project(root)
+    for dataset in ("LA", "ACDC"):
+        (root / "data" / dataset).mkdir(parents=True)
+    return root
+
+
 def run_snakemake(cwd: Path, *args: str, timeout: int = 1800):
     """``python -m snakemake ARGS`` in ``cwd``; returns the CompletedProcess (output captured)."""
     import subprocess

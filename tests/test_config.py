@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, copy_project, run_snakemake
+from conftest import ROOT, paper_checkout, run_snakemake
 from ssnet.config import FULL, labelled_values, load_config, read_config, resolve_config, run_config
 from ssnet.config.__main__ import main as config_cli
 from ssnet.config.params import method_fragment
@@ -232,10 +232,7 @@ DRY_RUN_ERRORS = [  # one per class of error: type, range, choice, cross-check w
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("checkout"))
-    for dataset in ("LA", "ACDC"):
-        (root / "data" / dataset).mkdir(parents=True)
-    return root
+    return paper_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 @pytest.mark.parametrize("overlay, message", DRY_RUN_ERRORS, ids=[m for _, m in DRY_RUN_ERRORS])

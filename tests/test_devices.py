@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, copy_project
+from conftest import ROOT, paper_checkout
 from ssnet.devices import DevicePlan, claim_gpu, gpu_job_limit, resolve_device, visible_gpus
 from ssnet.errors import ConfigError
 
@@ -93,10 +93,7 @@ def test_cuda_without_a_gpu_stops_with_a_paragraph(tmp_path):
 # ------------------------------------------------------------------------------------ the DAG
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("devices_checkout"))
-    for dataset in ("LA", "ACDC"):
-        (root / "data" / dataset).mkdir(parents=True)
-    return root
+    return paper_checkout(tmp_path_factory.mktemp("devices_checkout"))
 
 
 def _dry_run(checkout, env, *args):
