@@ -8,7 +8,12 @@ sys.path.insert(0, workflow.basedir)
 
 from ssnet.config import enabled_datasets, resolve_config, run_config  # noqa: E402
 from ssnet.datasets import DATASETS as REGISTERED_DATASETS, get_dataset  # noqa: E402
-from ssnet.devices import DEVICE_ENV, export, gpu_job_limit, resolve_device  # noqa: E402
+from ssnet.devices import (
+    DEVICE_ENV,
+    export,
+    gpu_job_limit,
+    resolve_device,
+)  # noqa: E402
 from ssnet.errors import ConfigError  # noqa: E402
 from ssnet.report.targets import report_targets  # noqa: E402
 from ssnet.workflow import run_path, runs_of  # noqa: E402
@@ -31,7 +36,9 @@ DATASETS = enabled_datasets(config)
 
 # The device is decided once, here, for the whole DAG (auto: cuda when the submit host sees a GPU);
 # every job inherits the decision (ssnet.devices), and the runs record the resolved value.
-FIRST_PARSE = DEVICE_ENV not in os.environ  # jobs re-parsing the workflow inherit SSNET_DEVICE
+FIRST_PARSE = (
+    DEVICE_ENV not in os.environ
+)  # jobs re-parsing the workflow inherit SSNET_DEVICE
 DEVICE = resolve_device(config["device"])
 export(DEVICE, config["gpu_jobs_per_device"])
 config["device"] = DEVICE.device
@@ -63,9 +70,12 @@ def _announce_cpu_cost():
 
     hours, unknown = total_hours(plan(config))
     if hours >= 1:
-        print(f"device cpu: the training grid is estimated at {hours:.0f} CPU-hours one job at a time "
-              f"(about {hours / 24:.1f} days){f' plus {unknown} run(s) without a figure' if unknown else ''}; "
-              "see `python -m ssnet.config plan`. On a GPU machine use device: auto or cuda.", file=sys.stderr)
+        print(
+            f"device cpu: the training grid is estimated at {hours:.0f} CPU-hours one job at a time "
+            f"(about {hours / 24:.1f} days){f' plus {unknown} run(s) without a figure' if unknown else ''}; "
+            "see `python -m ssnet.config plan`. On a GPU machine use device: auto or cuda.",
+            file=sys.stderr,
+        )
 
 
 _limit_gpu_jobs()
