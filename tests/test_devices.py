@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, paper_checkout
+from conftest import FAST_DEMO, ROOT, copy_project, paper_checkout
 from ssnet.devices import DevicePlan, claim_gpu, gpu_job_limit, resolve_device, visible_gpus
 from ssnet.errors import ConfigError
 
@@ -145,3 +145,23 @@ def test_plan_command_prints_the_grid(checkout, fake_gpus):
     cpu = subprocess.run([sys.executable, "-m", "ssnet.config", "plan", "--base", "config.yaml"], cwd=checkout,
                          env=_env(fake_gpus, CUDA_VISIBLE_DEVICES=""), capture_output=True, text=True, timeout=120)
     assert re.search(r"^LA\s+ssnet\s+4\s+3\s+15000\s+34.4\s+430\s+6.59", cpu.stdout, re.M)
+
+
+def test_two_training_jobs_pin_themselves_and_stop_clearly_without_cuda(fake_gpus, tmp_path_factory):
+    """Two concurrent demo trainings on two fake GPUs: each pins itself to a GPU slot, then stops with one
+    paragraph because this PyTorch has no CUDA (the fail-fast path of a real job)."""
+    root = copy_project(tmp_path_factory.mktemp("pin_checkout"))
+    (root / "two.yaml").write_text("seeds: [1, 2]\ndevice: auto\ndatasets:\n  ACDC: {enabled: false}\n"
+                                   "  LA: {methods: [supervised], labelled: [2], full_supervision: false}\n")
+    targets = [f"results/runs/LA/supervised/2/seed{s}/model.pt" for s in (1, 2)]
+    result = subprocess.run([sys.executable, "-m", "snakemake", *targets, "--cores", "2", "--keep-going",
+                             "--retries", "0", "--configfile", *FAST_DEMO[1:], "two.yaml"], cwd=root,
+                            env=_env(fake_gpus), capture_output=True, text=True, timeout=900)
+    assert result.returncode != 0  # no CUDA here
+    assert "GPU jobs: at most 2 at once" in result.stderr
+    pinned = []
+    for seed in (1, 2):
+        log = (root / "logs" / "train" / "LA" / "supervised" / "2" / f"seed{seed}.log").read_text()
+        pinned += re.findall(r"pinned to GPU (\d) \(slot 0\)", log)
+        assert "planned for device cuda" in log and "reports no CUDA device" in log and "Traceback" not in log
+    assert len(pinned) == 2 and set(pinned) <= {"0", "1"}
