@@ -7,6 +7,7 @@ The preprocessed layout (written by :mod:`ssnet.data.preprocess`) is the dataset
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -55,6 +56,29 @@ def training_split(root: str | Path, dataset: Dataset, labelled: str, selection:
 def load_training_items(root: str | Path, dataset: Dataset, names: Sequence[str]) -> list[Sample]:
     """The (image, label) of every named training item."""
     return [read_sample(dataset.item_path(root, name)) for name in names]
+
+
+def training_stream(root: str | Path, dataset: Dataset, split: TrainingSplit, training: dict, seed: int,
+                    uses_unlabelled: bool, start: int = 0) -> "BatchStream":
+    """The batch stream of one run: its training items read once into memory, the dataset's augmentation
+    with ``training.patch_size`` / ``crop_pad_extra``, the method's batch sizes."""
+    labelled = load_training_items(root, dataset, split.labelled)
+    unlabelled = [image for image, _ in load_training_items(root, dataset, split.unlabelled)] if uses_unlabelled else []
+    patch, extra = training["patch_size"], training["crop_pad_extra"]
+    return BatchStream(
+        labelled, unlabelled,
+        training["batch_labelled"] if uses_unlabelled else training["batch_labelled_only"],
+        training["batch_unlabelled"] if uses_unlabelled else 0,
+        seed, lambda image, label, rng: dataset.augment(image, label, rng, patch, extra),
+        training["iterations"], start,
+    )
+
+
+def training_loader(stream: "BatchStream", workers: int, pin_memory: bool,
+                    worker_init_fn: Callable[[int], None] | None = None) -> torch.utils.data.DataLoader:
+    """The DataLoader of the training loop: one item is one whole batch (``batch_size=None``), in order."""
+    return torch.utils.data.DataLoader(stream, batch_size=None, shuffle=False, num_workers=workers,
+                                       worker_init_fn=worker_init_fn, pin_memory=pin_memory)
 
 
 class BatchStream(torch.utils.data.Dataset):
@@ -107,17 +131,32 @@ class BatchStream(torch.utils.data.Dataset):
         orders = {p: rng_for(self.seed, "unlabelled", epoch, int(p)).permutation(n) for p in np.unique(passes)}
         return np.array([orders[p][pos % n] for p, pos in zip(passes, positions)], dtype=np.int64)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.start + index
-        images, labels = [], []
-        for slot, i in enumerate(self.labelled_indices(t)):
-            image, label = self.augment(*self.labelled[i], rng_for(self.seed, "augment", t, slot))
-            images.append(image)
-            labels.append(label)
+    def samples(self, t: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """The augmented (image, label) of every slot of iteration ``t``; unlabelled ones carry no label."""
+        out = [self.augment(*self.labelled[i], rng_for(self.seed, "augment", t, slot))
+               for slot, i in enumerate(self.labelled_indices(t))]
         if self.batch_unlabelled:
-            for slot, i in enumerate(self.unlabelled_indices(t), start=self.batch_labelled):
-                image, _ = self.augment(self.unlabelled[i], None, rng_for(self.seed, "augment", t, slot))
-                images.append(image)
-        image = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
-        label = torch.from_numpy(np.stack(labels).astype(np.int64))
+            out += [self.augment(self.unlabelled[i], None, rng_for(self.seed, "augment", t, slot))
+                    for slot, i in enumerate(self.unlabelled_indices(t), start=self.batch_labelled)]
+        return out
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image float32 (B_l + B_u, 1, *patch), label int64 (B_l, *patch)), each sample copied once."""
+        samples = self.samples(self.start + index)
+        shape = samples[0][0].shape
+        image = batch_tensor((len(samples), 1, *shape), torch.float32)
+        label = batch_tensor((self.batch_labelled, *shape), torch.int64)
+        for slot, (sample_image, sample_label) in enumerate(samples):
+            image.numpy()[slot, 0] = sample_image
+            if slot < self.batch_labelled:
+                label.numpy()[slot] = sample_label
         return image, label
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker in shared memory (as torch's default collate
+    allocates it), so that handing it to the main process does not copy it."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)

@@ -20,10 +20,11 @@ import pandas as pd
 import torch
 
 from ssnet.config import config_hash
-from ssnet.data.loading import BatchStream, load_training_items, read_sample, training_split
+from ssnet.data.loading import BatchStream, read_sample, training_loader, training_split, training_stream
 from ssnet.datasets import get_dataset
 from ssnet.engine import run_info
 from ssnet.engine.checkpoint import build_method, git_commit, load_torch, save_model, save_torch, versions
+from ssnet.devices import pinned_gpu
 from ssnet.engine.schedule import learning_rate
 from ssnet.evaluation.predict import dice_per_class, predict_case
 from ssnet.io import write_csv
@@ -111,28 +112,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- data
     def batch_stream(self) -> BatchStream:
-        unlabelled = self.method.uses_unlabelled
-        labelled_items = load_training_items(self.data_root, self.dataset, self.split.labelled)
-        unlabelled_items = load_training_items(self.data_root, self.dataset, self.split.unlabelled) if unlabelled else []
-        augment = self.dataset.augment
-        patch, extra = self.training["patch_size"], self.training["crop_pad_extra"]
-        return BatchStream(
-            labelled_items,
-            [image for image, _ in unlabelled_items],
-            self.training["batch_labelled"] if unlabelled else self.training["batch_labelled_only"],
-            self.training["batch_unlabelled"] if unlabelled else 0,
-            self.seed,
-            lambda image, label, rng: augment(image, label, rng, patch, extra),
-            self.training["iterations"],
-            self.start,
-        )
+        return training_stream(self.data_root, self.dataset, self.split, self.training, self.seed,
+                               self.method.uses_unlabelled, self.start)
 
     def batches(self):
-        stream = self.batch_stream()
-        workers = int(self.training["num_workers"])
-        return torch.utils.data.DataLoader(stream, batch_size=None, shuffle=False, num_workers=workers,
-                                           worker_init_fn=_worker_init, persistent_workers=False,
-                                           pin_memory=self.device.type == "cuda")
+        return training_loader(self.batch_stream(), int(self.training["num_workers"]),
+                               pin_memory=self.device.type == "cuda", worker_init_fn=_worker_init)
 
     # ----------------------------------------------------------------------------- validation
     def validate(self) -> float:
@@ -261,7 +246,7 @@ class Trainer:
         return run_info.RunInfo(
             dataset=self.dataset.name, method=self.cfg["method"], method_type=self.cfg["method_type"],
             labelled=self.cfg["labelled"], seed=self.seed, config_hash=self.hash, git_commit=git_commit(),
-            versions=versions(), device=str(self.device), selection=self.selection["mode"],
+            versions=versions(), device=str(self.device), gpu=pinned_gpu(), selection=self.selection["mode"],
             test_set_selection=split.validation_is_test, selected_iteration=selected,
             best_val_dice=self.best["score"] if self.val_rows else None,
             n_labelled=len(split.labelled), n_labelled_scans=split.labelled_scans,
