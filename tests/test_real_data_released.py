@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FEATURE_ATOL
 from ssnet.engine.checkpoint import load_model
 from ssnet.errors import DataError
 from ssnet.io import read_list
@@ -137,7 +138,7 @@ def test_import_released_run_files_and_golden_forward(golden_dir, data_root, tmp
     with torch.no_grad():
         logits, features = method.inference_network()(torch.from_numpy(forward["input"]))
     np.testing.assert_allclose(logits.numpy(), forward["logits"], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(features.numpy(), forward["features"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(features.numpy(), forward["features"], rtol=1e-4, atol=FEATURE_ATOL)
 
 
 def test_import_released_bad_checkpoint_writes_nothing(data_root, tmp_path, manifest):
