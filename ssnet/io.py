@@ -67,8 +67,8 @@ def write_lines(path: str | os.PathLike, lines: list[str]) -> None:
 
 
 def read_list(path: str | os.PathLike) -> list[str]:
-    """Read a split list: one non-empty, stripped entry per line."""
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    """Read a split list: one non-empty, stripped entry per line (a UTF-8 byte-order mark is ignored)."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -10,14 +10,11 @@ column says which. Peak memory comes from Snakemake's benchmark files of measure
 
 from __future__ import annotations
 
-import csv
 import math
-from collections import defaultdict
 from pathlib import Path
 
 from ssnet.config import PROJECT_ROOT, enabled_datasets, labelled_values, run_config
 from ssnet.config.params import read_yaml
-from ssnet.engine import run_info
 
 FIGURES_PATH = PROJECT_ROOT / "resources" / "step_figures.yaml"
 COLUMNS = ("dataset", "method", "labelled", "runs", "iterations", "s_per_iteration", "hours", "peak_gb", "basis")
@@ -25,28 +22,20 @@ COLUMNS = ("dataset", "method", "labelled", "runs", "iterations", "s_per_iterati
 
 def measured_iteration_seconds(results: Path, device: str) -> dict[tuple[str, str], list[float]]:
     """Seconds per iteration of every trained run in ``results/runs`` on ``device``, per (dataset, method)."""
-    times: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for path in sorted((results / "runs").glob("*/*/*/seed*/run_info.json")):
-        info = run_info.read(path)
-        timed = int(info.run_config["training"]["iterations"]) - int(info.resumed_from_iteration or 0)
-        if not info.is_released and info.device == device and info.train_seconds and timed > 0:
-            times[(info.dataset, info.method)].append(info.train_seconds / timed)
-    return times
+    from ssnet.cost import iteration_times
+
+    times = iteration_times(sorted((results / "runs").glob("*/*/*/seed*/run_info.json")))
+    times = times[(times["device"] == device) & (times["s_per_iteration"] > 0)]
+    return {key: list(group["s_per_iteration"]) for key, group in times.groupby(["dataset", "method"])}
 
 
 def measured_peak_gb(results: Path) -> dict[tuple[str, str], float]:
     """Largest ``max_rss`` (GB) of the measured train jobs per (dataset, method)."""
-    peaks: dict[tuple[str, str], float] = {}
-    for path in sorted((results / "benchmarks" / "train").glob("*/*/*/seed*.tsv")):
-        dataset, method = path.relative_to(results / "benchmarks" / "train").parts[:2]
-        with open(path, newline="") as handle:
-            for row in csv.DictReader(handle, delimiter="\t"):
-                try:
-                    peak = float(row["max_rss"]) / 1024
-                except (KeyError, ValueError):
-                    continue
-                peaks[(dataset, method)] = max(peak, peaks.get((dataset, method), 0.0))
-    return peaks
+    from ssnet.cost import read_benchmarks
+
+    jobs = read_benchmarks(results / "benchmarks")
+    jobs = jobs[(jobs["rule"] == "train") & jobs["max_rss_mb"].notna()]
+    return {key: float(peak) / 1024 for key, peak in jobs.groupby(["dataset", "method"])["max_rss_mb"].max().items()}
 
 
 def _figure(figures: dict | None, method_type: str, patch_size: list[int]) -> dict:

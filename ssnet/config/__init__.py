@@ -21,6 +21,7 @@ pass as ``params``. ``python -m ssnet.config show`` prints either.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -75,24 +76,15 @@ def load_config(paths: Iterable[str | Path]) -> dict:
 
 
 # ------------------------------------------------------------------------------------ resolution
-def _yaml(path: Path) -> dict:
-    return read_yaml(path)
-
-
-_CACHE: dict[str, dict] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def schema() -> dict:
-    if "schema" not in _CACHE:
-        _CACHE["schema"] = _yaml(SCHEMA_PATH)
-    return _CACHE["schema"]
+    return read_yaml(SCHEMA_PATH)
 
 
+@functools.lru_cache(maxsize=None)
 def architectures() -> dict:
     """``{arch: {"dim", "description", "params"}}`` of the segmentation networks."""
-    if "architectures" not in _CACHE:
-        _CACHE["architectures"] = _yaml(ARCHITECTURES_PATH)
-    return _CACHE["architectures"]
+    return read_yaml(ARCHITECTURES_PATH)
 
 
 def resolve_config(config: dict) -> dict:

@@ -11,6 +11,7 @@ from typing import Callable
 
 from ssnet.config.params import method_fragment
 from ssnet.errors import ConfigError
+from ssnet.io import read_list
 
 
 def check_dataset(config: dict, name: str, dataset, run_config: Callable) -> None:
@@ -75,8 +76,7 @@ def training_scans(name: str, block: dict, dataset) -> tuple[int, str]:
         raise ConfigError(f"config key datasets.{name}.splits_dir = {block['splits_dir']!r} is not allowed: it must "
                           f"be a folder with the split lists ({', '.join(dataset.split_files['required'])}.list); "
                           f"{train_list} is missing")
-    names = [line.strip() for line in train_list.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    return dataset.scan_count(names), str(train_list)
+    return dataset.scan_count(read_list(train_list)), str(train_list)
 
 
 def _check_labelled(config: dict, name: str, block: dict, dataset) -> None:
