@@ -142,6 +142,38 @@ def test_preprocessed_release_without_train_slices_list(layouts, tmp_path):
     assert summary["slices"] == 1312  # every slice of the train volumes, K = 1..Z
 
 
+def _circulating_acdc_release(layouts: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The ACDC release as it circulates with the reference code: training slices under data/slices/,
+    val/test volumes under data/, no training volume."""
+    work, splits = _work(layouts, "ACDC", "preprocessed", tmp_path)
+    for volume in ACDC_TRAIN:
+        (work / "data" / f"{volume}.h5").unlink()
+    return work, splits
+
+
+@pytest.mark.parametrize("slice_list", [True, False], ids=["train_slices.list", "slices-found"])
+def test_circulating_acdc_release_without_training_volumes(layouts, tmp_path, slice_list):
+    work, splits = _circulating_acdc_release(layouts, tmp_path)
+    if not slice_list:
+        (splits / "train_slices.list").unlink()
+    out = tmp_path / "out"
+    summary = _run("ACDC", "preprocessed", work, splits, out)
+    assert (summary["volumes"], summary["slices"]) == (60, 1312)
+    official = read_list(OFFICIAL / "ACDC" / "train_slices.list")
+    written = read_list(out / "splits" / "train_slices.list")
+    assert written == official if slice_list else sorted(written) == sorted(official)  # depths from the slices
+    assert sorted(p.stem for p in (out / "volumes").iterdir()) == sorted(
+        read_list(OFFICIAL / "ACDC" / "val.list") + read_list(OFFICIAL / "ACDC" / "test.list"))
+
+
+def test_circulating_acdc_release_checks_slice_shapes_per_volume(layouts, tmp_path):
+    work, splits = _circulating_acdc_release(layouts, tmp_path)
+    sl = work / "data" / "slices" / f"{ACDC_TRAIN[0]}_slice_2.h5"
+    _h5_rewrite(sl, image=_h5(sl, "image")[1:], label=_h5(sl, "label")[1:])
+    with pytest.raises(DataError, match=f"shape mismatch: slice {sl}.* the other slices of {ACDC_TRAIN[0]}"):
+        _run("ACDC", "preprocessed", work, splits, tmp_path / "out")
+
+
 # --------------------------------------------------------------------------- warnings (not errors)
 def _write_nrrd(array_zyx, path, spacing=(1.0, 1.0, 1.0)):
     image = sitk.GetImageFromArray(array_zyx)
@@ -374,10 +406,28 @@ def _break_acdc_pre(work: Path, splits: Path, defect: str):
     vol = data / f"{ACDC_TRAIN[0]}.h5"
     sl = data / "slices" / f"{ACDC_TRAIN[0]}_slice_2.h5"
     image, label = _h5(vol, "image"), _h5(vol, "label")
-    if defect == "missing_cases":
+    if defect == "missing_cases":  # a test and a val volume (training volumes are optional)
         (data / "patient001_frame01.h5").unlink()
-        (data / "patient070_frame02.h5").unlink()
-        return ["2 listed volume(s) missing", "patient001_frame01", "patient070_frame02"]
+        (data / "patient028_frame02.h5").unlink()
+        return ["2 listed val/test volume(s) missing", "patient001_frame01", "patient028_frame02"]
+    if defect == "missing_train_volume_and_slices":
+        vol.unlink()
+        for path in (data / "slices").glob(f"{ACDC_TRAIN[0]}_slice_*.h5"):
+            path.unlink()
+        (splits / "train_slices.list").unlink()
+        return ["1 train.list volume(s) have neither", ACDC_TRAIN[0]]
+    if defect == "volume_without_slices":
+        slices = read_list(splits / "train_slices.list")
+        write_lines(splits / "train_slices.list", [s for s in slices if not s.startswith(f"{ACDC_TRAIN[3]}_")])
+        return ["1 train.list volume(s) have no slice in train_slices.list", ACDC_TRAIN[3]]
+    if defect == "slice_label_differs":
+        other = _h5(sl, "label").copy()
+        other[other == 0] = 1
+        _h5_rewrite(sl, label=other)
+        return [f"slice {sl} has a label that differs from slice 2 of its volume's label"]
+    if defect == "slice_image_differs":
+        _h5_rewrite(sl, image=(_h5(sl, "image") * 0.5).astype(np.float32))
+        return [f"slice {sl} has an image that differs from slice 2 of its volume's image"]
     if defect == "missing_slices":
         (data / "slices" / f"{ACDC_TRAIN[0]}_slice_1.h5").unlink()
         (data / "slices" / f"{ACDC_TRAIN[5]}_slice_3.h5").unlink()
@@ -437,7 +487,9 @@ DEFECTS = [
     *[("ACDC", "raw", d) for d in ("missing_cases", "missing_ed", "missing_es_gt", "info_line", "info_missing_es",
                                    "info_not_int", "missing_info", "truncated", "label_dtype", "shape", "geometry",
                                    "label_values", "empty_label", "nan_image", "constant_image", "overlap")],
-    *[("ACDC", "preprocessed", d) for d in ("missing_cases", "missing_slices", "truncated", "image_dtype",
+    *[("ACDC", "preprocessed", d) for d in ("missing_cases", "missing_train_volume_and_slices",
+                                            "volume_without_slices", "slice_label_differs", "slice_image_differs",
+                                            "missing_slices", "truncated", "image_dtype",
                                             "label_dtype", "shape", "slice_shape", "label_values",
                                             "slice_label_values", "empty_label", "nan_image", "constant_image",
                                             "slice_beyond_depth", "overlap")],

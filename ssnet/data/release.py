@@ -6,7 +6,8 @@ Input layouts (``raw_dir`` may point at the folder shown or at its parent):
   and ``label`` uint8 {0, 1} (already z-scored and cropped by the reference script).
 - ACDC: ``<raw_dir>/data/<vol>.h5`` (whole volumes, ``image`` float32 (Z, H, W) in [0, 1],
   ``label`` uint8 {0..3}) and ``<raw_dir>/data/slices/<vol>_slice_K.h5`` (one 2D slice, K 1-based);
-  ``frame01`` = ED, ``frame02`` = ES.
+  ``frame01`` = ED, ``frame02`` = ES. The training volumes may be absent (the release as it circulates
+  with the reference code ships the training slices and the val/test volumes only).
 
 Output: the layout :mod:`ssnet.data.preprocess` writes from raw archives (``cases/`` for LA;
 ``slices/`` and ``volumes/`` for ACDC, without a ``spacing`` attribute because the release does not
@@ -136,46 +137,102 @@ def write_la_release(root: Path, case_ids: Sequence[str], out: Path, manifest: M
 def validate_acdc_release(root: Path, splits: dict[str, list[str]]) -> dict[str, int]:
     """Check every listed volume and training slice; fills ``splits['train_slices']`` if absent.
 
-    Returns the slice count per volume. Whole volumes must contain foreground; single slices may be
-    empty (apex/base). A slice must have its volume's in-plane shape and K in 1..Z.
+    Val/test volumes must exist (they are evaluated). A train.list volume needs its slices only, as the
+    reference loader reads nothing else: the release as it circulates ships training slices plus the
+    val/test volumes. Its depth is the volume's when the volume is there, else the highest slice index
+    found. Returns the depth per volume. Whole volumes must contain foreground; single slices may be
+    empty (apex/base). A slice must have its volume's in-plane shape (all slices of a volume alike),
+    K in 1..Z, and equal the volume's K-th slice when both are present.
     """
     checks.check_splits_disjoint(splits)
     volumes = acdc_volumes(splits)
     for v in volumes:
         parse_acdc_volume(v)
-    _missing({v: acdc_volume_path(root, v) for v in volumes}, root, "volume", "<vol>.h5")
-    depth, plane = {}, {}
-    for v in volumes:
-        image, _ = read_release_file(acdc_volume_path(root, v), 3, checks.ACDC_LABEL_VALUES)
-        depth[v], plane[v] = int(image.shape[0]), tuple(image.shape[1:])
     train = list(splits["train"])
+    evaluated = [v for v in volumes if v not in set(train)]
+    _missing({v: acdc_volume_path(root, v) for v in evaluated}, root, "val/test volume", "<vol>.h5")
+    present = [v for v in volumes if acdc_volume_path(root, v).is_file()]
+    arrays = {v: read_release_file(acdc_volume_path(root, v), 3, checks.ACDC_LABEL_VALUES) for v in present}
+    depth = {v: int(image.shape[0]) for v, (image, _) in arrays.items()}
     if "train_slices" not in splits:
-        splits["train_slices"] = [s for v in train for s in acdc_slice_names(v, depth[v])]
+        splits["train_slices"] = _acdc_train_slices(root, train, depth)
     slices = splits["train_slices"]
     _no_duplicates(slices, "train_slices")
-    expected = {s for v in train for s in acdc_slice_names(v, depth[v])}
-    bad = [s for s in slices if s not in expected]
-    if bad:
-        outside = [s for s in bad if s.rsplit("_slice_", 1)[0] not in set(train)]
-        what = "volumes not in train.list" if outside else "slice indices beyond the volume depth"
-        raise DataError(f"train_slices.list names {len(bad)} slice(s) with {what}: {', '.join(bad[:10])}")
+    _check_slice_names(slices, train, depth)
     _missing({s: acdc_slice_path(root, s) for s in slices}, root / "slices", "slice", "<vol>_slice_K.h5")
+    plane = {v: tuple(image.shape[1:]) for v, (image, _) in arrays.items()}
     for s in slices:
         path = acdc_slice_path(root, s)
-        image, _ = read_release_file(path, 2, checks.ACDC_LABEL_VALUES, allow_empty=True)
-        volume = s.rsplit("_slice_", 1)[0]
-        if tuple(image.shape) != plane[volume]:
-            raise DataError(f"shape mismatch: slice {path} has shape {tuple(image.shape)} but its volume "
-                            f"{acdc_volume_path(root, volume)} has slices of shape {plane[volume]}")
+        image, label = read_release_file(path, 2, checks.ACDC_LABEL_VALUES, allow_empty=True)
+        volume, k = s.rsplit("_slice_", 1)
+        first = plane.setdefault(volume, tuple(image.shape))
+        if tuple(image.shape) != first:
+            source = acdc_volume_path(root, volume) if volume in arrays else f"the other slices of {volume}"
+            raise DataError(f"shape mismatch: slice {path} has shape {tuple(image.shape)} but {source} has "
+                            f"slices of shape {first}")
+        if volume in arrays:
+            _check_slice_matches_volume(path, image, label, arrays[volume], int(k))
+        depth[volume] = max(depth.get(volume, 0), int(k))
     return depth
+
+
+def _acdc_train_slices(root: Path, train: Sequence[str], depth: Mapping[str, int]) -> list[str]:
+    """Slice names of each training volume: 1..Z from its volume file, else the slice files found."""
+    slices, without = [], []
+    for v in train:
+        if v in depth:
+            slices += acdc_slice_names(v, depth[v])
+            continue
+        found = sorted((int(p.stem.rsplit("_slice_", 1)[1]) for p in (root / "slices").glob(f"{v}_slice_*.h5")
+                        if p.stem.rsplit("_slice_", 1)[1].isdigit()))
+        if not found:
+            without.append(v)
+        slices += [f"{v}_slice_{k}" for k in found]
+    if without:
+        raise DataError(f"{len(without)} train.list volume(s) have neither <vol>.h5 under {root} nor "
+                        f"<vol>_slice_K.h5 under {root / 'slices'}: {', '.join(without[:10])}")
+    return slices
+
+
+def _check_slice_names(slices: Sequence[str], train: Sequence[str], depth: Mapping[str, int]) -> None:
+    """Every slice belongs to a train.list volume, with K within the volume's depth when it is known."""
+    train_set = set(train)
+    outside, beyond = [], []
+    for s in slices:
+        volume, _, k = s.rpartition("_slice_")
+        if volume not in train_set or not k.isdigit() or int(k) < 1:
+            outside.append(s)
+        elif volume in depth and int(k) > depth[volume]:
+            beyond.append(s)
+    if outside:
+        raise DataError(f"train_slices.list names {len(outside)} slice(s) with volumes not in train.list: "
+                        f"{', '.join(outside[:10])}")
+    if beyond:
+        raise DataError(f"train_slices.list names {len(beyond)} slice(s) with slice indices beyond the volume depth: "
+                        f"{', '.join(beyond[:10])}")
+    without = [v for v in train if v not in {s.rpartition("_slice_")[0] for s in slices}]
+    if without:
+        raise DataError(f"{len(without)} train.list volume(s) have no slice in train_slices.list: "
+                        f"{', '.join(without[:10])}")
+
+
+def _check_slice_matches_volume(path: Path, image: np.ndarray, label: np.ndarray,
+                                volume: tuple[np.ndarray, np.ndarray], k: int) -> None:
+    """Slice K (1-based) of a released volume and its released slice file hold the same image and label."""
+    vol_image, vol_label = volume
+    if not np.array_equal(label, vol_label[k - 1]):
+        raise DataError(f"slice {path} has a label that differs from slice {k} of its volume's label")
+    if not np.allclose(image, vol_image[k - 1], rtol=0, atol=1e-6):
+        raise DataError(f"slice {path} has an image that differs from slice {k} of its volume's image")
 
 
 def write_acdc_release(root: Path, splits: Mapping[str, Sequence[str]], out: Path,
                        manifest: Manifest) -> dict[str, int]:
-    """Copy every listed volume to ``out/volumes/`` and every training slice to ``out/slices/``."""
+    """Copy every listed volume that is present (val/test ones always are) to ``out/volumes/`` and every
+    training slice to ``out/slices/``."""
     (out / "slices").mkdir(parents=True, exist_ok=True)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
-    volumes = acdc_volumes(splits)
+    volumes = [v for v in acdc_volumes(splits) if acdc_volume_path(root, v).is_file()]
     for i, v in enumerate(volumes, 1):
         src = acdc_volume_path(root, v)
         shutil.copyfile(src, out / "volumes" / f"{v}.h5")
