@@ -60,3 +60,17 @@ def soft_dice_loss(inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"soft_dice_loss needs equal shapes, got {tuple(inputs.shape)} and {tuple(target.shape)}")
     n_classes = inputs.shape[1]
     return sum(_squared_dice_loss(inputs[:, c], target[:, c]) for c in range(n_classes)) / n_classes
+
+
+def halved_dice_loss(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int, smooth: float = 1e-10) -> torch.Tensor:
+    """Mean over classes of 1 - sum(s t) / (sum(s^2) + sum(t^2) + smooth): the squared soft Dice without the
+    factor 2 (MC-Net ``code/utils/losses.py`` ``DiceLoss._dice_loss``), so a perfect prediction gives 0.5.
+
+    inputs: (B, C, *S) probabilities; labels: integer map (B, *S) or (B, 1, *S).
+    """
+    target = one_hot(labels, n_classes).to(inputs.dtype)
+    total = 0.0
+    for c in range(n_classes):
+        score, t = inputs[:, c], target[:, c]
+        total = total + (1.0 - torch.sum(score * t) / (torch.sum(score * score) + torch.sum(t * t) + smooth))
+    return total / n_classes

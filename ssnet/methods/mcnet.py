@@ -5,10 +5,13 @@
     L_mc = sum_{i != j} mean((p_i - sharpen(p_j))^2)
     L = dice_weight * sum_k Dice_k + ce_weight * sum_k CE_k + lambda(t) * L_mc
 
-- 3D (LA, ``train_mcnet_3d.py``): Dice = binary Dice of the foreground softmax channel vs ``label == 1``
-  (:func:`ssnet.losses.binary_dice_loss`, reference ``Binary_dice_loss``), dice_weight 0.5,
-  w_max 1.0, ramp-up 40. 2D (ACDC, ``train_mcnet_2d.py``): mean over classes of the squared soft
-  Dice (:func:`ssnet.losses.dice_loss`), dice_weight 1.0, w_max 0.1, ramp-up 200.
+- 3D (LA, ``train_mcnet_3d.py`` with ``MCNet3d_v1``): Dice = binary Dice of the foreground softmax
+  channel vs ``label == 1`` (:func:`ssnet.losses.binary_dice_loss`, reference ``Binary_dice_loss``),
+  dice_weight 0.5, w_max 1.0, ramp-up 40. 2D (ACDC, ``train_mcnet_2d.py`` with ``MCNet2d_v1``): MC-Net's
+  own ``DiceLoss``, the mean over classes of 1 - sum(p t) / (sum p^2 + sum t^2 + 1e-10), without the
+  factor 2 (:func:`ssnet.losses.halved_dice_loss`; ``supervised_dice: multiclass`` gives the standard
+  squared soft Dice with the factor 2, :func:`ssnet.losses.dice_loss`), dice_weight 1.0, w_max 0.1,
+  ramp-up 200.
 - CE is computed and logged, not added (``ce_weight`` 0). The sharpened targets are not detached:
   the reference copies them into a buffer with in-place assignment, which keeps the graph
   (``detach_targets`` offers the stop-gradient variant).
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnet.losses import binary_dice_loss, dice_loss
+from ssnet.losses import binary_dice_loss, dice_loss, halved_dice_loss
 from ssnet.methods.base import (
     Batch,
     Method,
@@ -61,7 +64,10 @@ class MCNet(Method):
 
     def __init__(self, params: Any, spec, network: dict):
         super().__init__(params, spec, network)
-        self.supervised_dice = resolve_supervised_dice("mcnet", params.supervised_dice, spec)
+        value = params.supervised_dice
+        if value == "auto" and spec.dim == 2:
+            value = "multiclass_halved"
+        self.supervised_dice = resolve_supervised_dice("mcnet", value, spec)
 
     def build_segmenter(self, network: dict) -> nn.Module:
         kwargs = {k: v for k, v in network.items() if k != "arch"}
@@ -69,8 +75,11 @@ class MCNet(Method):
                             **kwargs)
 
     def dice(self, probs_l: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Dice of the labelled part: probs_l (B_l, C, *S), label (B_l, *S)."""
         if self.supervised_dice == "binary_foreground":
             return binary_dice_loss(probs_l[:, 1], label == 1)
+        if self.supervised_dice == "multiclass_halved":
+            return halved_dice_loss(probs_l, label, self.spec.n_classes)
         return dice_loss(probs_l, label, self.spec.n_classes)
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:

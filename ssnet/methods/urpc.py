@@ -1,19 +1,22 @@
 """URPC (Luo et al., MICCAI 2021): uncertainty-rectified pyramid consistency.
 
 The network (:class:`ssnet.networks.URPCNet`) gives four logits at input size: full resolution and
-the perturbed 1/2, 1/4, 1/8 auxiliary outputs (S = 4 scales).
+the perturbed 1/2, 1/4, 1/8 side outputs (S = 4 scales).
 
     L_sup = mean_s (ce_weight * CE_s + dice_weight * Dice_s)          (reference: (sum CE + sum Dice) / 8)
-    P     = mean_s p_s  (not detached, as the reference)
+    P     = (p_full + p_1/2 + p_1/4 + p_1/8) / 4  (not detached, as the reference)
     D_s   = KL(P || p_s) per pixel = sum_c P (log P - log p_s),  w_s = exp(-D_s)
     L_s   = mean(w_s (P - p_s)^2) / (mean(w_s) + rectify_eps) + mean(D_s)      on the unlabelled part
     L     = L_sup + lambda(t) * mean_s L_s
 
 Dice is the mean over classes of the squared soft Dice (SSL4MIS ``DiceLoss``) in 2D and 3D; log p_s is
 computed as log_softmax (the reference takes log of the softmax: the same up to rounding, without
--inf for saturated pixels). Test time uses the full-resolution output (``URPCNet.forward``).
-Parameters: ``urpc.yaml`` (SSL4MIS ``train_uncertainty_rectified_pyramid_consistency_2D.py`` values:
-w_max 0.1, ramp-up 200; the protocol uses them for LA as well, no LA reference).
+-inf for saturated pixels). The SSL4MIS 2D and 3D scripts (``train_uncertainty_rectified_pyramid_
+consistency_2D.py`` / ``_3D.py``) compute the same loss; they differ in the network's perturbations
+(``perturbation``: ``pyramid`` for ``UNet_URPC``, ``decoder_dropout`` for ``unet_3D_dv_semi``) and in
+their schedules (2D: w_max 0.1, ramp-up 200; 3D: w_max 0.1, ramp-up 400 over 60k iterations on BraTS;
+LA uses the LA ramp-up 40, protocol section 6). Test time uses the full-resolution output.
+Parameters: ``urpc.yaml``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ssnet.networks import URPCNet
 def rectified_consistency(probs_u: list[torch.Tensor], eps: float = 1e-8,
                           log_probs_u: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean_s L_s, mean_s mean(D_s)) for per-scale softmax maps of the unlabelled part (B_u, C, *S)."""
-    mean = torch.stack(probs_u).mean(dim=0)
+    mean = sum(probs_u) / len(probs_u)
     log_probs_u = log_probs_u or [torch.log(p) for p in probs_u]
     losses, kls = [], []
     for p_s, log_p_s in zip(probs_u, log_probs_u):
@@ -56,7 +59,11 @@ class URPC(Method):
         return URPCNet(network["arch"], in_channels=self.spec.in_channels, n_classes=self.spec.n_classes,
                        dropout_p=p.aux_dropout, feature_drop_low=p.feature_drop_low,
                        feature_drop_high=p.feature_drop_high, noise=p.feature_noise,
-                       upsample_mode=None if p.aux_upsample == "auto" else p.aux_upsample, **kwargs)
+                       upsample_mode=None if p.aux_upsample == "auto" else p.aux_upsample,
+                       perturbation=None if p.perturbation == "auto" else p.perturbation,
+                       aux_dropout_mode=p.aux_dropout_mode,
+                       stage_dropout=(p.stage_dropout_1_8, p.stage_dropout_1_4, p.stage_dropout_1_2,
+                                      p.stage_dropout_full), **kwargs)
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         p = self.params
