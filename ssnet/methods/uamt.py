@@ -9,10 +9,13 @@ clamp(N(0, noise_std^2), -noise_clip, noise_clip). The consistency target is a s
 pass (reference ``ema_output``), not the mean of the T passes. The mask (B_u, 1, *S) broadcasts over
 the classes while sum(mask) counts pixels, hence the reference's factor 2 (``mask_normaliser``).
 
-Teacher: an EMA copy of the student (a submodule, excluded from SGD), updated after each SGD step with
-alpha = min(1 - 1/(t + 1), ema_decay) on parameters only; like the reference it runs in train mode, so
-its BatchNorm uses batch statistics and its running statistics follow its own forwards. Test time uses
-the student (the reference saves and tests ``model``, not ``ema_model``).
+Teacher: a second network of the same architecture (a submodule, excluded from SGD), updated after
+each SGD step of iteration t (0-based) with alpha = min(1 - 1/(t + 1), ema_decay) on parameters only;
+like the reference it runs in train mode (dropout on in every teacher pass), so its BatchNorm uses batch
+statistics and its running statistics follow its own forwards. ``teacher_init``: ``separate`` (default,
+as the references' ``create_model(ema=True)``) builds it with its own random initialisation, drawn from
+the run's seeded generator after the student's; ``copy`` starts it as a copy of the student. Test time
+uses the student (the reference saves and tests ``model``, not ``ema_model``).
 
 Dice: 3D (LA, reference ``train_LA_meanteacher_certainty_unlabel.py``) squared soft Dice of the
 foreground softmax channel vs ``label == 1`` (smooth 1e-5); 2D (ACDC, SSL4MIS) mean over classes.
@@ -59,7 +62,10 @@ class UAMT(Method):
     def __init__(self, params: Any, spec, network: dict):
         super().__init__(params, spec, network)
         self.supervised_dice = resolve_supervised_dice("uamt", params.supervised_dice, spec)
-        self.teacher = copy.deepcopy(self.network)
+        if params.teacher_init == "separate":
+            self.teacher = self.build_segmenter(network)
+        else:
+            self.teacher = copy.deepcopy(self.network)
         self.teacher.requires_grad_(False)
 
     def supervised_losses(self, logits_l: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
