@@ -1,11 +1,13 @@
 """Inter-class separation: per-class prototype memory and the weighted cosine separation loss.
 
-Each iteration (no accumulation across iterations):
+Each iteration:
 
 1. Labelled pixels that the network predicts correctly and that are not background
    (:func:`correct_foreground_mask`) are projected by the projection head in eval mode without
    gradient; :func:`build_prototype_memory` keeps up to ``elements_per_class`` of them per class,
-   ranked by ``sigmoid(selector_c)``.
+   ranked by ``sigmoid(selector_c)``. A class with no such pixel keeps the prototypes of the
+   ``previous`` memory (the reference ``FeatureMemory`` of ``utils/feature_memory.py`` is created
+   once per run), or has none when no previous memory is given (memory rebuilt every iteration).
 2. :func:`separation_loss` pulls predicted features (prediction(projection(f))) towards their class's
    prototypes: per class ``mean_ij(w_i v_j (1 - cos(f_i, m_j)))`` with ``w = sigmoid(selector_c(f.detach()))``
    and ``v = sigmoid(memory_selector_c(normalise(m)))``, each rescaled to mean 1; summed over classes
@@ -49,7 +51,8 @@ def correct_foreground_mask(prediction: torch.Tensor, label: torch.Tensor) -> to
 @dataclass
 class PrototypeMemory:
     """Per class c: ``prototypes[c]`` (K_c, D) rows without gradient, or None (no rows);
-    ``source_rows[c]`` the index of each row in the input given to the update."""
+    ``source_rows[c]`` the index of each row in the input of the update that stored them (which may
+    be an earlier iteration's, for a class kept from a previous memory)."""
 
     prototypes: list[torch.Tensor | None]
     source_rows: list[torch.Tensor | None]
@@ -61,17 +64,21 @@ class PrototypeMemory:
 
 def build_prototype_memory(heads: SSNetHeads, projected: torch.Tensor, labels: torch.Tensor,
                            n_classes: int, elements_per_class: int = 32,
-                           keep_highest_ranked: bool = False) -> PrototypeMemory:
-    """A fresh memory from projected features (N, D) and their class labels (N,).
+                           keep_highest_ranked: bool = False,
+                           previous: PrototypeMemory | None = None) -> PrototypeMemory:
+    """The memory after an update with projected features (N, D) and their class labels (N,).
 
     A class with more than ``elements_per_class`` rows is ranked by ``sigmoid(selector_c)``, run
     without gradient in the heads' current mode (train mode: batch statistics, running-stat update);
-    see the module docstring for which rows are kept. A class with no rows gets None.
+    see the module docstring for which rows are kept. A class with no rows keeps ``previous``'s
+    entry (reference ``FeatureMemory.add_features_from_sample_learned``), or gets None without one.
     """
     projected = projected.detach()
     labels = labels.reshape(-1)
-    prototypes: list[torch.Tensor | None] = [None] * n_classes
-    source_rows: list[torch.Tensor | None] = [None] * n_classes
+    if previous is not None and previous.n_classes != n_classes:
+        raise ValueError(f"previous memory has {previous.n_classes} classes, expected {n_classes}")
+    prototypes = list(previous.prototypes) if previous is not None else [None] * n_classes
+    source_rows = list(previous.source_rows) if previous is not None else [None] * n_classes
     for c in range(n_classes):
         rows = torch.nonzero(labels == c).reshape(-1)
         if rows.numel() == 0:

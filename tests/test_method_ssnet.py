@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ssnet.config.params import complete, method_fragment
+from ssnet.engine.checkpoint import load_torch, save_torch
 from ssnet.errors import ConfigError
 from ssnet.losses import binary_dice_loss, dice_loss
 from ssnet.methods import get_method_class, parse_params
@@ -228,3 +229,92 @@ def test_loss_decreases_on_a_fixed_batch(dim):
         optimiser.step()
         losses.append(total)
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
+
+
+# ------------------------------------------------------------------------- prototype memory
+def _memory_step(method, label):
+    """One step with a fixed image and the given labelled batch; returns the method's memory."""
+    g = torch.Generator().manual_seed(11)
+    image = torch.randn(2 * label.shape[0], 1, *label.shape[1:], generator=g)
+    method.training_step(Batch(image, label), StepContext(0, 10))
+    return method.memory
+
+
+def test_absent_class_keeps_its_prototypes_across_iterations():
+    """utils/feature_memory.py: a class with no correct labelled pixel keeps its previous prototypes;
+    ``persistent_memory: false`` rebuilds the memory (no prototypes for that class)."""
+    torch.manual_seed(0)
+    persistent = make_method(2, smoothness=False)
+    torch.manual_seed(0)
+    per_step = make_method(2, smoothness=False, persistent_memory=False)
+    with torch.no_grad():  # predict class 3 everywhere: every class-3 label is a correct prediction
+        for method in (persistent, per_step):
+            method.network.out_conv.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 50.0]))
+    full = torch.full((2, 16, 16), 3, dtype=torch.long)
+    first = _memory_step(persistent, full)
+    kept = first.prototypes[3].clone()
+    assert kept.shape[0] == 32 and first.prototypes[1] is None
+    second = _memory_step(persistent, torch.zeros_like(full))  # class 3 absent from the labels
+    torch.testing.assert_close(second.prototypes[3], kept, rtol=0, atol=0)
+    _memory_step(per_step, full)
+    assert per_step.memory is None and per_step.extra_state_dict() == {}
+
+
+def test_memory_is_resume_state(tmp_path):
+    torch.manual_seed(0)
+    method = make_method(3)
+    method.training_step(make_batch(3), StepContext(0, 10))
+    assert method.memory.prototypes[1] is not None and method.memory.prototypes[0] is None
+    save_torch(tmp_path / "last.pt", {"extra": method.extra_state_dict()})
+    restored = make_method(3)
+    restored.load_extra_state_dict(load_torch(tmp_path / "last.pt")["extra"])
+    for mine, saved in zip(restored.memory.prototypes + restored.memory.source_rows,
+                           method.memory.prototypes + method.memory.source_rows):
+        assert (mine is None and saved is None) or torch.equal(mine, saved)
+
+
+def test_resume_equals_uninterrupted(preprocessed, tmp_path):
+    """A run killed after its checkpoint and resumed has the prototype memory of the checkpointed
+    iteration and ends with the uninterrupted run's weights and log."""
+    import copy
+
+    import pandas as pd
+
+    from conftest import tiny_run_config
+    from ssnet.engine.trainer import RunOutputs, Trainer, train
+
+    def outputs(path):
+        return RunOutputs(path / "model.pt", path / "train_log.csv", path / "val_log.csv", path / "run_info.json")
+
+    cfg = tiny_run_config("ACDC", "ssnet", iterations=4, checkpoint_every=2)  # LA's tiny net predicts no foreground yet
+    train(cfg, 5, preprocessed["ACDC"], outputs(tmp_path / "full"), tmp_path / "ckpt_full")
+
+    class Kill(Exception):
+        pass
+
+    killed = Trainer(cfg, 5, preprocessed["ACDC"], tmp_path / "ckpt")
+    at_checkpoint = {}
+
+    def kill_at_3(done):
+        if done == 2:
+            at_checkpoint["memory"] = copy.deepcopy(killed.method.memory)
+        if done == 3:
+            raise Kill
+
+    with pytest.raises(Kill):
+        killed.fit(on_iteration_end=kill_at_3)
+    resuming = Trainer(cfg, 5, preprocessed["ACDC"], tmp_path / "ckpt")
+    resuming.try_resume()
+    expected = at_checkpoint["memory"]
+    assert resuming.start == 2 and any(p is not None for p in expected.prototypes)
+    for mine, saved in zip(resuming.method.memory.prototypes + resuming.method.memory.source_rows,
+                           expected.prototypes + expected.source_rows):
+        assert (mine is None and saved is None) or torch.equal(mine, saved)
+    train(cfg, 5, preprocessed["ACDC"], outputs(tmp_path / "resumed"), tmp_path / "ckpt")
+    full = load_torch(tmp_path / "full" / "model.pt")["state_dict"]
+    resumed = load_torch(tmp_path / "resumed" / "model.pt")["state_dict"]
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "train_log.csv"),
+                                  pd.read_csv(tmp_path / "resumed" / "train_log.csv"))

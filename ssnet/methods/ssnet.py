@@ -7,7 +7,11 @@ L = L_sup + lambda(t) * (L_smooth + separation_weight * (L_sep_labelled + L_sep_
   is computed and logged but, as in the reference, not added (``ce_weight`` 0).
 - L_smooth: VAT with a Dice distance on the whole batch (:mod:`ssnet.smoothness`).
 - L_sep: prototype separation on labelled pixels (ground truth) and unlabelled pixels (argmax
-  pseudo-labels), prototypes rebuilt every iteration (:mod:`ssnet.separation`).
+  pseudo-labels) (:mod:`ssnet.separation`). The prototype memory lives across iterations, as the
+  reference ``FeatureMemory`` (created once in train_ss_3d.py / train_ss_2d.py): a class with no
+  correctly predicted labelled pixel in the batch keeps its previous prototypes. It is part of the
+  resume state (:meth:`SSNet.extra_state_dict`). ``persistent_memory: false`` rebuilds it every
+  iteration (such a class then has no prototypes and adds no term).
 - lambda(t) = consistency * sigmoid_rampup((t + rampup_iteration_offset) // 150, consistency_rampup).
   The LA script increments its iteration counter before computing the weight (offset 1), the ACDC
   script after (offset 0).
@@ -44,6 +48,7 @@ from ssnet.methods.shared import ramp_weight
 from ssnet.modes import module_mode
 from ssnet.networks import SSNetHeads
 from ssnet.separation import (
+    PrototypeMemory,
     build_prototype_memory,
     correct_foreground_mask,
     flatten_pixels,
@@ -69,6 +74,7 @@ class SSNet(Method):
         if self.smoothness_distance == "auto":
             self.smoothness_distance = "binary_dice" if dim == 3 else "soft_dice"
         self.recompute_heads = params.recompute != "none"
+        self.memory: PrototypeMemory | None = None  # kept across iterations iff params.persistent_memory
 
     # ----------------------------------------------------------------------------------- pieces
     def supervised_loss(self, probs_l: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -103,7 +109,9 @@ class SSNet(Method):
         with torch.no_grad(), module_mode(heads.projection_head, False):
             projected = heads.project(flat_l[correct])
         memory = build_prototype_memory(heads, projected, label_flat[correct], self.spec.n_classes,
-                                        p.elements_per_class, p.keep_highest_ranked)
+                                        p.elements_per_class, p.keep_highest_ranked, previous=self.memory)
+        if p.persistent_memory:
+            self.memory = memory
         loss_l = separation_loss(heads, self.predicted_features(flat_l), label_flat, memory,
                                  p.weight_prototypes, self.recompute_heads)
         if features.shape[0] == n_l:
@@ -113,6 +121,23 @@ class SSNet(Method):
         loss_u = separation_loss(heads, self.predicted_features(flat_u), pseudo, memory,
                                  p.weight_prototypes, self.recompute_heads)
         return loss_l, loss_u
+
+    # ------------------------------------------------------------------------------ resume state
+    def extra_state_dict(self) -> dict:
+        """The prototype memory (per class: (K_c, D) rows and their source indices, or None)."""
+        if self.memory is None:
+            return {}
+        return {"prototype_memory": {"prototypes": self.memory.prototypes,
+                                     "source_rows": self.memory.source_rows}}
+
+    def load_extra_state_dict(self, state: dict) -> None:
+        saved = state.get("prototype_memory")
+        if saved is None:
+            self.memory = None
+            return
+        device = next(self.heads.parameters()).device
+        moved = {k: [None if t is None else t.to(device) for t in v] for k, v in saved.items()}
+        self.memory = PrototypeMemory(moved["prototypes"], moved["source_rows"])
 
     # ------------------------------------------------------------------------------------- step
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
