@@ -173,7 +173,7 @@ def test_run_config_merges_method_overrides(config):
     run = run_config(config, "ACDC", "supervised", "3")
     assert run["training"]["lr_policy"] == "poly"  # method override
     assert run["training"]["iterations"] == 30000  # dataset value
-    assert run["params"] == {"ce_weight": 0.5, "dice_weight": 0.5}
+    assert run["params"] == {"ce_weight": 0.5, "dice_weight": 0.5, "dice_smooth": 1e-5, "supervised_dice": "auto"}
     assert labelled_values(config, "LA", "supervised") == ["4", "8", FULL]
 
 
