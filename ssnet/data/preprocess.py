@@ -308,6 +308,19 @@ def preprocess_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str
     value, defaults filled). Returns the summary written to ``preprocess.json``.
     """
     data = get_dataset(dataset)
+    splits, summary = check_dataset(dataset, raw_dir, splits_dir, params, source)
+    p = summary["params"]
+    return write_dataset(out_dir, splits_dir, splits, summary,
+                         lambda tmp, manifest: data.write_outputs(raw_dir, splits, p, source, tmp, manifest))
+
+
+def check_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | os.PathLike,
+                  params: Mapping[str, Any] | None = None, source: str = "raw") -> tuple[dict, dict[str, Any]]:
+    """Read the split lists and check every input (nothing is written): (splits, summary with warnings).
+
+    Splits are completed as the dataset derives them (e.g. ACDC ``train_slices`` from the data).
+    """
+    data = get_dataset(dataset)
     p = complete(data.preprocessing_params, params, f"datasets.{data.name}.preprocessing")
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}: expected one of {', '.join(SOURCES)}")
@@ -318,8 +331,7 @@ def preprocess_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str
     if source == "preprocessed":
         summary["params_note"] = "preprocessing parameters do not apply: the release is already preprocessed"
     summary["warnings"] = data.check_inputs(raw_dir, splits, p, source)
-    return write_dataset(out_dir, splits_dir, splits, summary,
-                         lambda tmp, manifest: data.write_outputs(raw_dir, splits, p, source, tmp, manifest))
+    return splits, summary
 
 
 def write_dataset(out_dir: str | os.PathLike, splits_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]],
