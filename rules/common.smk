@@ -1,12 +1,15 @@
 # Configuration checks and the named helpers that rules use for inputs, params and resources.
+import functools
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 # The workflow imports the project package from this checkout (scripts do so via scripts/_project.py).
 sys.path.insert(0, workflow.basedir)
 
 from ssnet.config import enabled_datasets, resolve_config, run_config  # noqa: E402
+from ssnet.data.fingerprint import check_settings, fingerprint_target  # noqa: E402
 from ssnet.datasets import DATASETS as REGISTERED_DATASETS, get_dataset  # noqa: E402
 from ssnet.devices import (
     DEVICE_ENV,
@@ -109,6 +112,7 @@ wildcard_constraints:
     labelled=r"\d+|all",
     seed=r"\d+",
     method=r"[A-Za-z0-9_\-]+",
+    fingerprint=r"[A-Za-z0-9_]+",
 
 
 def run_files(dataset, name):
@@ -150,6 +154,26 @@ def raw_source(wildcards):
         root = f"results/synthetic/{wildcards.dataset}"
         return {"raw": f"{root}/raw", "splits": f"{root}/splits"}
     return {"raw": block["raw_dir"], "splits": block["splits_dir"]}
+
+
+def checked_inputs(wildcards):
+    """The checked fingerprint of the dataset's current inputs (ssnet/data/fingerprint.py): a new one
+    (inputs changed) makes the check job run, then preprocessing and everything downstream.
+    """
+    return _checked_inputs(wildcards.dataset)
+
+
+@functools.lru_cache(maxsize=None)
+def _checked_inputs(dataset):
+    block = config["datasets"][dataset]
+    inputs = raw_source(SimpleNamespace(dataset=dataset))
+    return fingerprint_target(
+        f"results/fingerprints/{dataset}",
+        [inputs["raw"], inputs["splits"]],
+        block["fingerprint"],
+        check_settings(block["source"], block["preprocessing"]),
+        generated=block["source"] == "synthetic",
+    )
 
 
 def synthetic_params(wildcards):

@@ -22,6 +22,7 @@ rule cost:
         estimate="results/cost/estimate.csv",
     log:
         "logs/cost/cost.log",
+    retries: 0
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -31,6 +31,7 @@ rule import_released:
         "logs/import_released/{dataset}/{labelled}.log",
     benchmark:
         "results/benchmarks/import_released/{dataset}/{labelled}.tsv"
+    retries: 0
     conda:
         train_env()
     threads: 1

@@ -61,6 +61,7 @@ rule aggregate:
         "logs/aggregate/{dataset}.log",
     benchmark:
         "results/benchmarks/aggregate/{dataset}.tsv"
+    retries: 0
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -102,6 +103,7 @@ rule per_class_table:
         "results/benchmarks/per_class_table/{dataset}.tsv"
     wildcard_constraints:
         dataset=per_class_constraint(DATASETS),  # datasets with several foreground classes
+    retries: 0
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -141,6 +143,7 @@ rule ablation_table:
         "logs/ablation_table/{dataset}.log",
     benchmark:
         "results/benchmarks/ablation_table/{dataset}.tsv"
+    retries: 0
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -180,6 +183,7 @@ rule significance_table:
         "logs/significance_table/{dataset}.log",
     benchmark:
         "results/benchmarks/significance_table/{dataset}.tsv"
+    retries: 0
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -226,6 +230,7 @@ rule labelled_figures:
         "logs/labelled_figures/{dataset}/{labelled}.log",
     benchmark:
         "results/benchmarks/labelled_figures/{dataset}/{labelled}.tsv"
+    retries: 0
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -267,6 +272,7 @@ rule provenance:
         "logs/provenance/provenance.log",
     benchmark:
         "results/benchmarks/provenance/provenance.tsv"
+    retries: 0
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -293,6 +299,7 @@ rule results_summary:
         "logs/results_summary/results_summary.log",
     benchmark:
         "results/benchmarks/results_summary/results_summary.tsv"
+    retries: 0
     conda:
         "../envs/analysis.yaml"
     threads: 1

@@ -2,11 +2,11 @@
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
-from ssnet.jobs import run_logged
+from ssnet.jobs import run_job
 from ssnet.released import import_released
 
-run_logged(
-    snakemake.log[0],
+run_job(
+    snakemake,
     import_released,
     snakemake.input.checkpoint,
     snakemake.wildcards.dataset,

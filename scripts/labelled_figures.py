@@ -2,11 +2,11 @@
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
-from ssnet.jobs import run_logged
+from ssnet.jobs import run_job
 from ssnet.report.aggregate import labelled_figures
 
-run_logged(
-    snakemake.log[0],
+run_job(
+    snakemake,
     labelled_figures,
     snakemake.wildcards.dataset,
     snakemake.wildcards.labelled,

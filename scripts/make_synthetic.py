@@ -3,10 +3,10 @@
 import _project  # noqa: F401  (puts the project package on sys.path)
 
 from ssnet.data.synthetic import make_synthetic
-from ssnet.jobs import run_logged
+from ssnet.jobs import run_job
 
-run_logged(
-    snakemake.log[0],
+run_job(
+    snakemake,
     make_synthetic,
     snakemake.wildcards.dataset,
     snakemake.output.raw,

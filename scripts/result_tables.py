@@ -2,11 +2,11 @@
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
-from ssnet.jobs import run_logged
+from ssnet.jobs import run_job
 from ssnet.report.aggregate import result_tables
 
-run_logged(
-    snakemake.log[0],
+run_job(
+    snakemake,
     result_tables,
     snakemake.wildcards.dataset,
     list(snakemake.input.metrics),

@@ -3,11 +3,11 @@
 import _project  # noqa: F401  (puts the project package on sys.path)
 
 from ssnet.engine.trainer import RunOutputs, train
-from ssnet.jobs import run_logged
+from ssnet.jobs import run_job
 
 out = snakemake.output
-run_logged(
-    snakemake.log[0],
+run_job(
+    snakemake,
     train,
     snakemake.params.run,
     int(snakemake.wildcards.seed),

@@ -1,31 +1,109 @@
-"""Running one pipeline job from a Snakemake script: log redirection and readable failures."""
+"""Running one pipeline job from a Snakemake script: log redirection, readable failures, warnings.
+
+Every failure ends in the job's log (on a cluster the log is all that remains) as one paragraph
+naming the rule and the wildcards and giving the reason, followed by the traceback when the cause is
+not bad input or configuration; the console shows the paragraph once. Bad input or configuration
+(:class:`PipelineError`) is deterministic: a retry of the same job (``attempt`` > 1) stops at once
+with the first attempt's paragraph instead of repeating the work (the per-rule ``retries`` in
+``rules/*.smk`` retry only the jobs whose failures can be transient: training and evaluation).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 import traceback
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
 
 from ssnet.errors import PipelineError
 
+_CONSOLE: list[TextIO] = []  # the console stream while a job runs (its stderr goes to the log)
 
-def run_logged(log_path: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``function`` with stderr (progress lines) going to ``log_path``.
 
-    A :class:`PipelineError` (bad data or config) ends the job with its one-line message, written
-    both to the log and to the console, instead of a traceback. Any other exception is written to the
-    log with its traceback (on a cluster the log is all that remains) and re-raised.
+@dataclass
+class Job:
+    """Who is running: the rule, its wildcards and the attempt (1-based) - Snakemake's ``snakemake``."""
+
+    log: str
+    rule: str = ""
+    wildcards: dict[str, str] = field(default_factory=dict)
+    attempt: int = 1
+
+    @classmethod
+    def of(cls, smk: Any) -> "Job":
+        return cls(smk.log[0], smk.rule, dict(smk.wildcards.items()), int(getattr(smk, "attempt", 1)))
+
+    def describe(self) -> str:
+        where = ", ".join(f"{k}={v}" for k, v in self.wildcards.items())
+        return f"rule {self.rule}" + (f" ({where})" if where else "") if self.rule else "job"
+
+    @property
+    def marker(self) -> Path:
+        """Where a deterministic failure is remembered for the retry of the same job."""
+        return Path(f"{self.log}.failed")
+
+
+def run_job(smk: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function(*args, **kwargs)`` as the job described by Snakemake's ``snakemake`` object."""
+    return run_logged(Job.of(smk), function, *args, **kwargs)
+
+
+def run_logged(job: Job | str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function`` with stderr (progress lines) going to the job's log (``job`` or a log path).
+
+    :class:`PipelineError`: the paragraph goes to the log and the console, the job exits 1 and a
+    retry of it stops at once. Any other exception: the paragraph, then the traceback, go to the
+    log; the paragraph to the console; the exception is re-raised (a retry runs again).
     """
+    job = Job(job) if isinstance(job, str) else job
     console = sys.stderr
-    with open(log_path, "w", buffering=1) as log, contextlib.redirect_stderr(log):
+    previous = _previous_failure(job)
+    with open(job.log, "w", buffering=1) as log, contextlib.redirect_stderr(log):
+        if previous:
+            _report(f"{job.describe()} not retried (attempt {job.attempt}): the previous attempt failed on bad "
+                    f"input or configuration, which a retry cannot change. {previous}", log, console)
+            raise SystemExit(1)
+        _CONSOLE.append(console)
         try:
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
         except PipelineError as exc:
-            message = f"ERROR: {exc}"
-            print(message, file=log)
-            print(message, file=console)
+            paragraph = f"ERROR in {job.describe()}: {exc}"
+            _report(paragraph, log, console)
+            job.marker.write_text(paragraph + "\n")
             raise SystemExit(1) from None
-        except Exception:
+        except SystemExit as exc:  # e.g. the trainer's Preempted, after its checkpoint
+            if exc.code not in (0, None):
+                _report(f"ERROR in {job.describe()}: stopped: {exc}", log, console)
+            raise
+        except BaseException as exc:
+            _report(f"ERROR in {job.describe()}: {type(exc).__name__}: {exc}".rstrip(": "), log, console)
             traceback.print_exc(file=log)
             raise
+        finally:
+            _CONSOLE.pop()
+    job.marker.unlink(missing_ok=True)
+    return result
+
+
+def warn(message: str) -> None:
+    """A warning that may affect results: in the job's log and on the console (once each)."""
+    line = f"WARNING: {message}"
+    print(line, file=sys.stderr, flush=True)
+    if _CONSOLE and _CONSOLE[-1] is not sys.stderr:
+        print(line, file=_CONSOLE[-1], flush=True)
+
+
+def _previous_failure(job: Job) -> str:
+    """The paragraph of a deterministic failure of an earlier attempt of this job ('' if none)."""
+    if job.attempt <= 1:
+        job.marker.unlink(missing_ok=True)
+        return ""
+    return job.marker.read_text().strip() if job.marker.is_file() else ""
+
+
+def _report(paragraph: str, log: TextIO, console: TextIO) -> None:
+    print(paragraph, file=log, flush=True)
+    if console is not log:
+        print(paragraph, file=console, flush=True)

@@ -1,5 +1,7 @@
 """The Snakemake workflow as a user runs it, in a fresh copy of the project's tracked files."""
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -49,3 +51,62 @@ def test_demo_dag_end_to_end(demo_run):
     # nothing left to do: a second invocation is a no-op
     again = run_snakemake(checkout, "all", "-n", "--cores", "2", *FAST_DEMO)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _planned_jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, dataset wildcard or '') of every job of a dry run's output."""
+    jobs, rule = [], None
+    for line in output.splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            jobs.append((rule, ""))
+        elif rule and line.strip().startswith("wildcards:") and "dataset=" in line:
+            jobs[-1] = (rule, line.split("dataset=")[1].split(",")[0].strip())
+    return jobs
+
+
+def _raw_file(checkout, dataset):
+    return sorted((checkout / "results" / "synthetic" / dataset / "raw").rglob("*.nrrd"))[0]
+
+
+def test_a_changed_raw_file_reruns_its_dataset_and_nothing_else(demo_run):
+    checkout, result = demo_run
+    assert result.returncode == 0, result.stderr[-4000:]
+    raw = _raw_file(checkout, "LA")
+    before = raw.stat()
+    try:
+        os.utime(raw, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # touch
+        plan = run_snakemake(checkout, "all", "-n", "--cores", "2", *FAST_DEMO)
+        jobs = _planned_jobs(plan.stdout)
+        config = load_config([checkout / name for name in ("config.yaml", *FAST_DEMO[1:])])
+        n_runs = sum(len(labelled_values(config, "LA", m)) for m in config["datasets"]["LA"]["methods"])
+        n_runs *= len(config["seeds"])
+        assert jobs.count(("check_inputs", "LA")) == jobs.count(("preprocess", "LA")) == 1
+        assert jobs.count(("train", "LA")) == jobs.count(("evaluate", "LA")) == n_runs
+        assert not [job for job in jobs if job[1] == "ACDC"]  # the other dataset is untouched
+        assert ("make_synthetic", "LA") not in jobs
+    finally:
+        os.utime(raw, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = run_snakemake(checkout, "all", "-n", "--cores", "2", *FAST_DEMO)
+    assert "Nothing to be done" in again.stdout + again.stderr  # the old fingerprint is found again
+
+
+def test_a_failed_input_check_keeps_the_last_good_output(demo_run):
+    checkout, result = demo_run
+    assert result.returncode == 0, result.stderr[-4000:]
+    raw = _raw_file(checkout, "LA")
+    content, before = raw.read_bytes(), raw.stat()
+    preprocessed = checkout / "results" / "preprocessed" / "LA"
+    kept = {p: p.stat().st_mtime_ns for p in preprocessed.rglob("*")}
+    try:
+        raw.write_bytes(content[:200])  # truncated
+        failed = run_snakemake(checkout, "results/preprocessed/LA", "--cores", "1", *FAST_DEMO)
+        assert failed.returncode != 0
+        assert failed.stderr.count(f"unreadable or truncated image file {raw.relative_to(checkout)}") == 1
+        assert "ERROR in rule check_inputs (dataset=LA" in failed.stderr
+        assert {p: p.stat().st_mtime_ns for p in preprocessed.rglob("*")} == kept  # untouched
+    finally:
+        raw.write_bytes(content)
+        os.utime(raw, ns=(before.st_atime_ns, before.st_mtime_ns))
+    again = run_snakemake(checkout, "all", "-n", "--cores", "2", *FAST_DEMO)
+    assert "Nothing to be done" in again.stdout + again.stderr  # restored input: nothing reruns

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -28,6 +30,50 @@ def save_torch(path: str | Path, obj: dict) -> None:
 def load_torch(path: str | Path) -> dict:
     """torch.load of plain containers and tensors only (``weights_only=True``)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """Where the resume checkpoint before ``path`` is kept (``last.pt`` -> ``last.prev.pt``)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_resume_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` to ``path``; the file it replaces stays as :func:`previous_checkpoint` until the
+    new one is written and read back, so a crash or a bad write never leaves a run without one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = path.with_name(f".{path.name}.new")
+    try:
+        torch.save(state, new)
+        load_torch(new)  # verified readable before anything older is given up
+        if path.exists():
+            os.replace(path, previous_checkpoint(path))
+        os.replace(new, path)
+    finally:
+        new.unlink(missing_ok=True)
+
+
+def load_resume_checkpoint(path: str | Path, warn: Callable[[str], None]) -> dict | None:
+    """The newest readable resume checkpoint: ``path``, else :func:`previous_checkpoint` (with a warning
+    naming the unreadable file), else None (a fresh start, with a warning if a file was unreadable)."""
+    path = Path(path)
+    unreadable = []
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.exists():
+            continue
+        try:
+            state = load_torch(candidate)
+        except Exception as exc:  # truncated or corrupt file: any error of the unpickler
+            warn(f"resume checkpoint {candidate} is unreadable ({type(exc).__name__}: {str(exc)[:200]})")
+            unreadable.append(candidate)
+            continue
+        if unreadable:
+            warn(f"resuming from the previous checkpoint {candidate} instead")
+        return state
+    if unreadable:
+        warn(f"no readable resume checkpoint in {path.parent}: training starts from iteration 0")
+    return None
 
 
 def build_method(run_cfg: dict) -> Method:

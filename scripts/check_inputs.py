@@ -1,0 +1,18 @@
+"""Snakemake adapter (rules/data.smk: check_inputs): check one dataset's inputs, record their fingerprint."""
+
+import _project  # noqa: F401  (puts the project package on sys.path)
+
+from ssnet.data.fingerprint import check_and_fingerprint
+from ssnet.jobs import run_job
+
+run_job(
+    snakemake,
+    check_and_fingerprint,
+    snakemake.wildcards.dataset,
+    snakemake.input.raw,
+    snakemake.input.splits,
+    snakemake.output[0],
+    params=snakemake.params.preprocessing,
+    source=snakemake.params.source,
+    mode=snakemake.params.mode,
+)
