@@ -3,17 +3,22 @@
 L = dice_weight * Dice_l + sdm_weight * MSE(SDM_l, SDM target) + ce_weight * CE_l
     + lambda(t) * mean((T(SDM) - p)^2)  over the whole batch, with T(z) = sigmoid(-transform_k * z)
 
-- 3D (LA, reference ``train_la_dtc.py``): one-channel sigmoid segmentation head and one-channel SDM
-  of the foreground; Dice = squared soft Dice (smooth 1e-5) of sigmoid(z) vs ``label == 1``; CE is
-  BCE-with-logits, computed and logged but not added (``ce_weight`` 0).
-- 2D (ACDC, SSL4MIS ``train_dtc_sdf_soft_sig_2D.py``): softmax head with one channel per class and
-  one SDM per class (background included); Dice = mean over classes of the squared soft Dice.
+- 3D (LA, reference HiLab-git/DTC ``code/train_la_dtc.py``): one-channel sigmoid segmentation head and
+  one-channel SDM of the foreground; Dice = squared soft Dice (smooth 1e-5) of sigmoid(z) vs
+  ``label == 1``; CE is BCE-with-logits, computed and logged but not added (``ce_weight`` 0).
+- 2D (ACDC): follows ``code/train_dtc_sdf_soft_sig_2D.py`` of the UNMERGED SSL4MIS pull request #37
+  (HiLab-git/SSL4MIS ``refs/pull/37/head``, commit 68832ad; not in SSL4MIS master, so no official 2D
+  DTC exists): ``UNet_DTC`` (the SSL4MIS UNet with a second 3x3 output conv + tanh), softmax head with one
+  channel per class and one SDM per class, background included (``compute_sdf_multi``); Dice = mean
+  over classes of the squared soft Dice (``DiceLoss``); CE computed, not added; the consistency covers
+  every class channel of the whole batch.
 - lambda(t) = consistency * sigmoid_rampup((t + offset) // iters_per_epoch, consistency_rampup).
 - SDM targets of the labelled samples come from :func:`ssnet.networks.signed_distance_map`, computed
   once per batch on the CPU.
 
-Heads, Dice, SDM target and CE: :mod:`ssnet.methods.shared` (also used by SASSNet). Parameters:
-``dtc.yaml`` (defaults: the LA values; ACDC: consistency 0.1, consistency_rampup 200).
+Parity: ``tests/test_parity_sassnet_dtc.py`` (one step against both references). Heads, Dice, SDM target
+and CE: :mod:`ssnet.methods.shared` (also used by SASSNet). Parameters: ``dtc.yaml`` (defaults: the LA
+values; ACDC: consistency 0.1, consistency_rampup 200).
 """
 
 from __future__ import annotations

@@ -4,15 +4,22 @@ Segmenter (the engine's SGD step):
     L = dice_weight * Dice_l + sdm_weight * MSE(SDM_l, SDM target) + ce_weight * CE_l
         + lambda(t) * CE(D(SDM_u, x_u), "labelled")
 with the discriminator D in eval mode (no dropout) and its parameters frozen for that step.
-Discriminator (``after_optimizer_step``, reference ``train_gan_sdfloss.py`` order): the segmenter,
-now updated, in eval mode and without gradient maps the whole batch to SDMs; D (train mode) learns
-labelled = 1 / unlabelled = 0 with CE; one Adam step (lr 1e-4, betas 0.9/0.99). The Adam state is
-resume state (``extra_state_dict``); D's weights are part of the method's ``state_dict``.
+Discriminator (``after_optimizer_step``, reference order): the segmenter, now updated, in eval mode
+and without gradient maps the whole batch to SDMs; D (train mode) learns labelled = 1 / unlabelled = 0
+with CE; one Adam step (lr 1e-4, betas 0.9/0.99). The Adam state is resume state
+(``extra_state_dict``); D's weights are part of the method's ``state_dict``.
 
-Heads, Dice, SDM target and CE as in DTC (:mod:`ssnet.methods.shared`; 3D: one-channel sigmoid head as
-the reference; 2D: softmax with one SDM per class). The discriminator reads the SDM channels and the image.
-Parameters: ``sassnet.yaml`` (defaults: the LA values, w_max 0.015 for 8 labelled scans; the reference
-uses 0.01 with 16).
+- 3D (LA): kleinzcy/SASSnet ``code/train_gan_sdfloss.py`` (``networks/vnet_sdf.py``,
+  ``networks/discriminator.py`` FC3DDiscriminator); one-channel sigmoid head, Dice and SDM target as
+  DTC's 3D; the BCE is computed, not added (``ce_weight`` 0).
+- 2D (ACDC): SASSNet has no 2D training script (an assumption of this pipeline): the 3D loss on DTC's
+  2D dual-head UNet (unmerged SSL4MIS PR #37 ``UNet_DTC``: softmax, one SDM per class, mean-class Dice)
+  with SASSnet's 2D ``FCDiscriminator`` (no activation after the fused map + image convs) pooled
+  globally (its fixed ``AvgPool2d(7)`` does not fit a 256x256 patch).
+
+Heads, Dice, SDM target and CE: :mod:`ssnet.methods.shared`. Parity: ``tests/test_parity_sassnet_dtc.py``.
+Parameters: ``sassnet.yaml`` (defaults: the LA values, w_max 0.015 for 8 labelled scans as the SASSnet
+README; its script default 0.01 goes with 16).
 """
 
 from __future__ import annotations
