@@ -31,7 +31,7 @@ import torch.optim as optim
 from torch.nn.modules.loss import CrossEntropyLoss
 
 from urpc_mcnet_reference import (ReferenceScript, bn_buffers, compact_state, grad_norms, half_exact_,
-                                  import_reference, install_cuda_shims, sha256, software, update_norms)
+                                  import_reference, install_cuda_shims, scalars, sha256, software, update_norms)
 
 HERE = Path(__file__).resolve().parent
 STEP_SEED, DATA_SEED, INIT_SEED = 1337, 7, 3
@@ -86,7 +86,7 @@ def run_case(case: str, code: Path, mods: dict) -> None:
                         SETUP, {"model": model})
     model.train()
     ns = script.step(ns, {"image": batch["image"].clone(), "label": batch["label"].clone()}, spec["iter_num"], STEP_SEED)
-    scalars = {k: float(torch.as_tensor(ns[k]).detach()) for k in ("loss", "loss_seg_dice", "loss_seg", "loss_consist", "consistency_weight")}
+    values = scalars(ns, ("loss", "loss_seg_dice", "loss_seg", "loss_consist", "consistency_weight"))
     tensors = {f"weights.{k}": v for k, v in state_before.items()}
     tensors.update({"input.image": batch["image"], "input.label": batch["label"].to(torch.uint8)})
     tensors.update({f"buffers_after.{k}": v for k, v in bn_buffers(model).items()})
@@ -102,14 +102,14 @@ def run_case(case: str, code: Path, mods: dict) -> None:
                     else {"feature_chns": SMALL_2D_CHANNELS, "dropout": [0.05, 0.1, 0.2, 0.3, 0.5]}),
         "iter_num_before_step": spec["iter_num"], "step_seed": STEP_SEED, "n_labelled": 2,
         "lr": ns["optimizer"].param_groups[0]["lr"],
-        "scalars": scalars,
+        "scalars": values,
         "grad_norms": grad_norms(model),
         "update_norms": update_norms(params_before, model),
         "software": software(),
         "shims": ".cuda() no-op; small network (see network); float16-exact weights with random BatchNorm affine",
     }
     (HERE / f"mcnet_{case}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    print(case, scalars)
+    print(case, values)
 
 
 def main() -> None:

@@ -148,16 +148,22 @@ def update_norms(before: dict, model: nn.Module) -> dict:
 
 
 def fingerprint(t: torch.Tensor) -> list[float]:
-    """[sum, L2 norm, sum(t * cos(0.7 i))] of a tensor in float64 (i = flat index): a compact gradient check."""
+    """[L2 norm, sum(t * cos(0.7 i)), sum(max(t, 0))] of a tensor in float64 (i = flat index): a compact
+    gradient check (a plain sum is useless for softmax gradients, which sum to 0 over the classes)."""
     flat = t.detach().double().flatten()
     weights = torch.cos(0.7 * torch.arange(flat.numel(), dtype=torch.float64))
-    return [float(flat.sum()), float(flat.norm()), float((flat * weights).sum())]
+    return [float(flat.norm()), float((flat * weights).sum()), float(flat.clamp(min=0).sum())]
 
 
 def bn_buffers(model: nn.Module) -> dict:
     """BatchNorm running statistics (float32) and counters after the step, by reference name."""
     return {k: v.clone() for k, v in model.state_dict().items()
             if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+def scalars(ns: dict, names: tuple[str, ...]) -> dict:
+    """{name: float} of the namespace's loss tensors and Python numbers (no float32 detour for the latter)."""
+    return {k: float(ns[k].detach()) if isinstance(ns[k], torch.Tensor) else float(ns[k]) for k in names}
 
 
 def software() -> dict:
