@@ -23,11 +23,22 @@ from ssnet.config import config_hash
 from ssnet.data.loading import BatchStream, read_sample, training_loader, training_split, training_stream
 from ssnet.datasets import get_dataset
 from ssnet.engine import run_info
-from ssnet.engine.checkpoint import build_method, git_commit, load_torch, save_model, save_torch, versions
+from ssnet.engine.checkpoint import (
+    build_method,
+    git_commit,
+    load_resume_checkpoint,
+    load_torch,
+    previous_checkpoint,
+    save_model,
+    save_resume_checkpoint,
+    save_torch,
+    versions,
+)
 from ssnet.devices import pinned_gpu
 from ssnet.engine.schedule import learning_rate
 from ssnet.evaluation.predict import dice_per_class, predict_case
 from ssnet.io import write_csv
+from ssnet.jobs import warn
 from ssnet.methods.base import Batch, StepContext
 from ssnet.runtime import apply_cpu_allocator, memory_format, resolve_device
 from ssnet.seeding import seed_everything, seed_iteration, set_deterministic, worker_init_fn
@@ -78,6 +89,21 @@ def _worker_init(worker_id: int) -> None:
     worker_init_fn(worker_id)
 
 
+def is_new_best(score: float, best: float, mode: str) -> bool:
+    """Whether a validation ``score`` replaces the ``best`` kept so far (-1 before the first).
+
+    ``best_test`` follows the reference LA loop (SS-Net code/train_ss_3d.py): ``score > best`` against
+    the ROUNDED best (see :func:`kept_best_score`), which starts at 0, so a score of 0 is never kept.
+    """
+    return score > (max(best, 0.0) if mode == "best_test" else best)
+
+
+def kept_best_score(score: float, mode: str) -> float:
+    """The best score as stored: ``best_test`` keeps ``round(score, 4)`` (Python's round, as the
+    reference's ``best_dice = round(dice_sample, 4)``); other modes the score itself."""
+    return round(score, 4) if mode == "best_test" else score
+
+
 class Trainer:
     """Trains one (dataset, method, labelled, seed) run."""
 
@@ -121,15 +147,22 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- validation
     def validate(self) -> float:
-        """Mean foreground Dice over the validation volumes (selection criterion)."""
+        """Mean over the validation volumes of their mean foreground Dice (selection criterion).
+
+        ``best_test`` scores as the reference LA selection (SS-Net code/utils/test_3d_patch.py
+        ``var_all_case_LA``): no largest-component step, case scores summed in list order and divided
+        by their number.
+        """
         network = self.method.inference_network()
+        on_test = self.selection["mode"] == "best_test"
+        inference = {**self.cfg["inference"], "largest_component": False} if on_test else self.cfg["inference"]
         scores = []
         for name in self.split.validation:
             image, label = read_sample(self.dataset.case_path(self.data_root, name))
-            prediction = predict_case(network, image, self.dataset, self.cfg["inference"], self.device)
-            scores.append(np.mean(dice_per_class(prediction, label, self.dataset.n_classes)))
+            prediction = predict_case(network, image, self.dataset, inference, self.device)
+            scores.append(float(np.mean(dice_per_class(prediction, label, self.dataset.n_classes))))
         self.method.train()
-        return float(np.mean(scores))
+        return sum(scores) / len(scores) if on_test else float(np.mean(scores))
 
     def validation_due(self, done: int) -> bool:
         if self.selection["mode"] == "last":
@@ -142,8 +175,8 @@ class Trainer:
         score = self.validate()
         self.val_rows.append({"iteration": done, "val_dice": score})
         self.progress(f"{self.tag} it {done}: validation Dice {score:.4f} (best {max(score, self.best['score']):.4f})")
-        if score > self.best["score"]:
-            self.best = {"score": score, "iteration": done}
+        if is_new_best(score, self.best["score"], self.selection["mode"]):
+            self.best = {"score": kept_best_score(score, self.selection["mode"]), "iteration": done}
             save_torch(self.checkpoint_dir / "best.pt", {"iteration": done, "state_dict": self.method.state_dict()})
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -152,7 +185,7 @@ class Trainer:
         return self.checkpoint_dir / "last.pt"
 
     def save_checkpoint(self, done: int) -> None:
-        save_torch(self.resume_path, {
+        save_resume_checkpoint(self.resume_path, {
             "config_hash": self.hash, "iteration": done, "state_dict": self.method.state_dict(),
             "extra": self.method.extra_state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "best": self.best, "log_rows": self.log_rows,
@@ -160,9 +193,9 @@ class Trainer:
         })
 
     def try_resume(self) -> None:
-        if not self.resume_path.exists():
+        state = load_resume_checkpoint(self.resume_path, lambda message: warn(f"{self.tag} {message}"))
+        if state is None:
             return
-        state = load_torch(self.resume_path)
         if state["config_hash"] != self.hash:
             self.progress(f"{self.tag} ignoring {self.resume_path}: written with another configuration")
             return
@@ -256,8 +289,8 @@ class Trainer:
             train_seconds=self.seconds, run_config=self.cfg, resumed_from_iteration=self.start)
 
     def cleanup(self) -> None:
-        for name in ("last.pt", "best.pt"):
-            (self.checkpoint_dir / name).unlink(missing_ok=True)
+        for path in (self.resume_path, previous_checkpoint(self.resume_path), self.checkpoint_dir / "best.pt"):
+            path.unlink(missing_ok=True)
 
 
 def train(run_cfg: dict, seed: int, data_root, outputs: RunOutputs, checkpoint_dir, threads: int = 1,
