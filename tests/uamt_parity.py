@@ -2,9 +2,9 @@
 
 - :func:`synthetic_state`: the weights of a case, regenerated from (tensor names and shapes, seed) so the
   vectors need not store them: a deterministic draw per tensor in reference state-dict order.
-- :func:`ssnet_name` / :func:`to_ssnet_names`: UA-MT's flat VNet keys (``block_one.conv.0.weight``) to the SS-Net reference
-  keys that :func:`ssnet.networks.load_reference_state` maps (``encoder.block_one.conv.0.weight``);
-  SSL4MIS's UNet keys already are SS-Net's.
+- :func:`ssnet_name` / :func:`to_ssnet_names`: UA-MT's flat VNet keys (``block_one.conv.0.weight``) to
+  the SS-Net reference keys that :func:`ssnet.networks.load_reference_state` maps
+  (``encoder.block_one.conv.0.weight``); SSL4MIS's UNet keys already are SS-Net's.
 - :func:`tensor_stats`: per-tensor [L2 norm, sum] in float64, the form gradients and updated weights
   are compared in.
 - Test side: :func:`load_case`, :func:`case_method` (our method from config.yaml with the case's

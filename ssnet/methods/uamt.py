@@ -7,7 +7,9 @@ where u is the entropy of the mean softmax of ``uncertainty_passes`` noisy teach
 run as T/2 passes of the unlabelled batch repeated twice, as the reference). Noise:
 clamp(N(0, noise_std^2), -noise_clip, noise_clip). The consistency target is a separate noisy teacher
 pass (reference ``ema_output``), not the mean of the T passes. The mask (B_u, 1, *S) broadcasts over
-the classes while sum(mask) counts pixels, hence the reference's factor 2 (``mask_normaliser``).
+the classes while sum(mask) counts pixels, hence the reference's factor 2 (``mask_normaliser``, 2 in
+both references whatever the number of classes). lambda(t) = consistency * sigmoid_rampup((t + offset)
+// iters_per_epoch, consistency_rampup) with t the 0-based iteration (offset 0, as both references).
 
 Teacher: a second network of the same architecture (a submodule, excluded from SGD), updated after
 each SGD step of iteration t (0-based) with alpha = min(1 - 1/(t + 1), ema_decay) on parameters only;
@@ -17,9 +19,11 @@ as the references' ``create_model(ema=True)``) builds it with its own random ini
 the run's seeded generator after the student's; ``copy`` starts it as a copy of the student. Test time
 uses the student (the reference saves and tests ``model``, not ``ema_model``).
 
-Dice: 3D (LA, reference ``train_LA_meanteacher_certainty_unlabel.py``) squared soft Dice of the
-foreground softmax channel vs ``label == 1`` (smooth 1e-5); 2D (ACDC, SSL4MIS) mean over classes.
-Parameters: ``uamt.yaml`` (defaults: the LA values; ACDC: consistency_rampup 200).
+Dice (``supervised_dice: auto``): 3D (LA, reference ``train_LA_meanteacher_certainty_unlabel.py``)
+squared soft Dice of the foreground softmax channel vs ``label == 1`` (smooth 1e-5); 2D (ACDC, SSL4MIS
+``train_uncertainty_aware_mean_teacher_2D.py``) mean over classes. Parameters: ``uamt.yaml`` (defaults:
+the LA values; ACDC: consistency_rampup 200). One training step matches both references number for
+number (``tests/test_parity_uamt.py``).
 """
 
 from __future__ import annotations

@@ -268,11 +268,10 @@ def run_case(name: str, case: dict, code_dir: Path) -> tuple[dict, dict]:
                                       "utils.losses", "utils.ramps"])
     ref["losses"], ref["ramps"] = ref["utils.losses"], ref["utils.ramps"]
     script_path = code_dir / case["script"]
-    case = {**case, "lr": None}
-    case["lr"] = reference_lr(case)
+    case = {**case, "lr": reference_lr(case)}
     image, label = make_inputs(case["batch"], case["spatial"], case["n_classes"], DATA_SEED + case["dim"])
     build = build_vnet if case["dim"] == 3 else build_unet
-    torch.manual_seed(0)  # the reference's own init, overwritten by the synthetic state
+    torch.manual_seed(0)  # the reference's own initialisations are overwritten by synthetic states
     model = build(ref)
     load_synthetic(model, STUDENT_SEED)
     out = {"image": image.numpy(), "label": label.numpy().astype(np.uint8)}
@@ -287,7 +286,6 @@ def run_case(name: str, case: dict, code_dir: Path) -> tuple[dict, dict]:
     if name.startswith("uamt"):
         ref["script"] = script_parts(script_path, ["get_current_consistency_weight", "update_ema_variables"],
                                      {"ramps": ref["ramps"]})
-        torch.manual_seed(1)
         ema_model = build(ref)
         for param in ema_model.parameters():  # create_model(ema=True)
             param.detach_()
