@@ -10,8 +10,8 @@ running statistics after the step.
 import pytest
 import torch
 
-from urpc_mcnet_parity import (assert_norms_close, engine_step, load_case, load_reference_weights, mcnet2d_pairs, mcnet3d_pairs,
-                               method_for, norms_by_reference, prefixed)
+from urpc_mcnet_parity import (assert_norms_close, engine_step, load_case, load_reference_weights, mcnet2d_pairs,
+                               mcnet3d_pairs, method_for, norms_by_reference, prefixed)
 
 LOSS_RTOL = 2e-6
 CASES = {

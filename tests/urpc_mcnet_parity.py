@@ -18,7 +18,8 @@ from torch import nn
 from ssnet.config import load_config, run_config
 from ssnet.engine.checkpoint import build_method
 from ssnet.methods.base import Batch, Method, StepContext, StepOutput
-from ssnet.networks.reference_names import BN_TENSORS, CONV_TENSORS, UNET_DOUBLE_CONV_LAYERS, unet_key_pairs, vnet_key_pairs
+from ssnet.networks.reference_names import (BN_TENSORS, CONV_TENSORS, UNET_DOUBLE_CONV_LAYERS, unet_key_pairs,
+                                            vnet_key_pairs)
 
 ROOT = Path(__file__).resolve().parents[1]
 VNET_UPS = ("block_five_up", "block_six_up", "block_seven_up", "block_eight_up")

@@ -85,7 +85,8 @@ def run_case(case: str, code: Path, mods: dict) -> None:
     ns = script.prepare(namespace, {"labeled_bs": 2, "batch_size": 4}, ["get_current_consistency_weight", "sharpening"],
                         SETUP, {"model": model})
     model.train()
-    ns = script.step(ns, {"image": batch["image"].clone(), "label": batch["label"].clone()}, spec["iter_num"], STEP_SEED)
+    sampled = {"image": batch["image"].clone(), "label": batch["label"].clone()}
+    ns = script.step(ns, sampled, spec["iter_num"], STEP_SEED)
     values = scalars(ns, ("loss", "loss_seg_dice", "loss_seg", "loss_consist", "consistency_weight"))
     tensors = {f"weights.{k}": v for k, v in state_before.items()}
     tensors.update({"input.image": batch["image"], "input.label": batch["label"].to(torch.uint8)})
