@@ -67,8 +67,19 @@ def write_lines(path: str | os.PathLike, lines: list[str]) -> None:
 
 
 def read_list(path: str | os.PathLike) -> list[str]:
-    """Read a split list: one non-empty, stripped entry per line (a UTF-8 byte-order mark is ignored)."""
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    """Read a split list: one entry per non-empty line, normalised by :func:`normalise_entry` (CRLF
+    line ends and UTF-8 byte-order marks are ignored)."""
+    entries = (normalise_entry(line) for line in Path(path).read_text(encoding="utf-8-sig").splitlines())
+    return [entry for entry in entries if entry]
+
+
+def normalise_entry(entry: str) -> str:
+    """A split-list entry as an ID: byte-order marks and surrounding whitespace removed, then any
+    leading ``./`` (or ``.\\``) and trailing ``/`` (or ``\\``): ``" ./ABC/ "`` -> ``"ABC"``."""
+    entry = entry.replace("\ufeff", "").strip()
+    while entry.startswith(("./", ".\\")):
+        entry = entry[2:].lstrip()
+    return entry.rstrip("/\\").strip()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

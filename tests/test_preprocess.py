@@ -272,3 +272,45 @@ def test_manifest_lists_every_input_with_sha256(la_synth, tmp_path):
         assert all((out / o).is_file() for o in row["outputs"])
     assert images[ids[0]]["outputs"] == [f"cases/{ids[0]}.h5", "crop_boxes.csv"]
     assert not any(Path(r["input"]).name in ("lawall.nrrd", "desktop.ini") for r in rows)
+
+
+# --------------------------------------------------------------------------- Info.cfg and geometry checks
+@pytest.mark.parametrize("text,expected", [
+    ("ED: 1\nES: 12\nNbFrame: 30\n", {"ED": 1, "ES": 12}),
+    ("\ufeffED: 1\r\nES: 12\r\nNbFrame: 30\r\n", {"ED": 1, "ES": 12}),  # BOM and CRLF tolerated
+    ("ED: 2.7\nES: 12\n", "ED is not an integer frame number: '2.7'"),
+    ("ED: 2.0\nES: 12\n", "ED is not an integer frame number: '2.0'"),
+    ("ED: 1\nES: 1e1\n", "ES is not an integer frame number: '1e1'"),
+    ("ED: 5\nES: 5\n", "ED and ES are the same frame \\(5\\)"),
+    ("ED: 0\nES: 5\n", "ED must be >= 1"),
+    ("ED: 1\nES: 31\nNbFrame: 30\n", "ES=31 exceeds NbFrame=30"),
+    ("ED: 1\nES: 12\nNbFrame: 30.5\n", "NbFrame is not an integer frame number"),
+], ids=["plain", "bom_crlf", "fraction", "float", "exponent", "ed_equals_es", "zero", "beyond_nbframe",
+        "nbframe_fraction"])
+def test_info_cfg_frame_numbers(tmp_path, text, expected):
+    from ssnet.data.checks import parse_info_cfg
+
+    path = tmp_path / "Info.cfg"
+    path.write_bytes(text.encode("utf-8"))
+    if isinstance(expected, dict):
+        info = parse_info_cfg(path)
+        assert {k: info[k] for k in expected} == expected
+    else:
+        with pytest.raises(DataError, match=f"malformed Info.cfg {path}: {expected}"):
+            parse_info_cfg(path)
+
+
+def test_geometry_compared_within_tolerance():
+    from ssnet.data.checks import Geometry, check_same_geometry
+
+    eye = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    image = Geometry((10, 12, 8), (1.5625, 1.5625, 10.0), (-120.3, 88.1, 5.0), eye)
+    noisy = Geometry((10, 12, 8), (1.5625001, 1.5625, 10.0), (-120.30001, 88.1, 5.0000002),
+                     tuple(v + 1e-7 for v in eye))  # float32 header noise: accepted
+    check_same_geometry("img", "lab", image, noisy)
+    for field, other in [("shape", image._replace(size=(10, 12, 9))),
+                         ("spacing", image._replace(spacing=(1.5625, 1.5625, 5.0))),
+                         ("origin", image._replace(origin=(-120.3, 88.1, 15.0))),
+                         ("direction", image._replace(direction=(0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)))]:
+        with pytest.raises(DataError, match=f"image img has {field} .* but label lab has {field}"):
+            check_same_geometry("img", "lab", image, other)

@@ -2,6 +2,8 @@
 their layouts with every official case ID: import, provenance, and every input check."""
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -175,9 +177,13 @@ def test_circulating_acdc_release_checks_slice_shapes_per_volume(layouts, tmp_pa
 
 
 # --------------------------------------------------------------------------- warnings (not errors)
-def _write_nrrd(array_zyx, path, spacing=(1.0, 1.0, 1.0)):
+def _write_nrrd(array_zyx, path, spacing=(1.0, 1.0, 1.0), origin=None, direction=None):
     image = sitk.GetImageFromArray(array_zyx)
     image.SetSpacing(spacing)
+    if origin is not None:
+        image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
     sitk.WriteImage(image, str(path), useCompression=False)
 
 
@@ -233,6 +239,23 @@ def _truncate(path: Path) -> Path:
     return path
 
 
+def _make_directory(path: Path) -> Path:
+    """A directory where a file belongs."""
+    path.unlink()
+    path.mkdir()
+    return path
+
+
+def _make_loop(path: Path) -> Path:
+    """A symlink to itself where a file or folder belongs."""
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    os.symlink(path.name, path)
+    return path
+
+
+FLIP_X = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
 def _break_la_raw(work: Path, splits: Path, defect: str):
     root = work / "Training Set"
     folder = root / LA_TRAIN[0]
@@ -261,6 +284,33 @@ def _break_la_raw(work: Path, splits: Path, defect: str):
     if defect == "geometry":
         _write_nrrd(arr, lab, spacing=(1.0, 1.0, 2.5))
         return ["geometry mismatch", str(lab), "spacing"]
+    if defect == "origin":
+        _write_nrrd(arr, lab, origin=(0.0, 4.0, 0.0))
+        return [f"geometry mismatch: image {img} has origin (0, 0, 0) but label {lab} has origin (0, 4, 0)"]
+    if defect == "direction":
+        _write_nrrd(arr, lab, direction=FLIP_X)
+        return ["geometry mismatch", str(lab), "has direction (-1, 0, 0"]
+    if defect == "label_is_directory":
+        _make_directory(lab)
+        return [f"bad label file for case {LA_TRAIN[0]}: {lab} is a directory, not a file"]
+    if defect == "image_symlink_loop":
+        _make_loop(img)
+        return [f"bad image file for case {LA_TRAIN[0]}: {img} is a symlink loop"]
+    if defect == "case_symlink_loop":
+        _make_loop(root / LA_TEST[3])
+        return [f"1 listed case folder(s) not usable: {root / LA_TEST[3]} is a symlink loop"]
+    if defect == "dot_slash_overlap":  # ./<ID> is the ID: a training case in test.list leaks no more
+        write_lines(splits / "test.list", LA_TEST + [f"./{LA_TRAIN[7]}"])
+        return ["split lists 'train' and 'test' overlap (1)", LA_TRAIN[7]]
+    if defect == "trailing_slash_duplicate":
+        write_lines(splits / "train.list", LA_TRAIN + [f" {LA_TRAIN[4]}/ "])
+        return ["split list 'train' has duplicate entries", LA_TRAIN[4]]
+    if defect == "path_entry":
+        write_lines(splits / "train.list", LA_TRAIN + [f"Training Set/{LA_TRAIN[4]}"])
+        return [f"split list {splits / 'train.list'} has entries that are paths, not IDs", LA_TRAIN[4]]
+    if defect == "unknown_id":
+        write_lines(splits / "test.list", LA_TEST + ["NOT_A_CASE"])
+        return [f"1 listed case(s) missing under {root} (case folder): NOT_A_CASE (test.list)"]
     if defect == "label_values":
         _write_nrrd((arr > 0).astype(np.uint8), lab)
         return [f"label file {lab} has values outside {{0, 255}}: 1"]
@@ -324,7 +374,34 @@ def _break_la_pre(work: Path, splits: Path, defect: str):
     if defect == "overlap":
         write_lines(splits / "train.list", LA_TRAIN + [LA_TEST[2]])
         return ["overlap", LA_TEST[2]]
+    if defect == "dot_slash_overlap":
+        write_lines(splits / "train.list", LA_TRAIN + [f"./{LA_TEST[2]}/"])
+        return ["split lists 'train' and 'test' overlap (1)", LA_TEST[2]]
+    if defect == "unnormalised":  # raw MRI intensities
+        _h5_rewrite(path, image=(image * 26 + 55).astype(np.float32))
+        return [f"implausible intensities in {path}: image mean", "datasets.LA.preprocessing.check_intensity: false"]
+    if defect == "min_max_scaled":  # [0, 1] instead of z-scored
+        _h5_rewrite(path, image=((image - image.min()) / (image.max() - image.min())).astype(np.float32))
+        return [f"implausible intensities in {path}", "z-scored"]
+    if defect == "axis_order_zyx":
+        _h5_rewrite(path, image=np.ascontiguousarray(image.transpose(2, 1, 0)),
+                    label=np.ascontiguousarray(label.transpose(2, 1, 0)))
+        return [f"wrong axis order in {path}: image shape (88, ", "on axis 0", "(X, Y, Z)"]
+    if defect == "axis_order_depth_first":  # 20 slices (the shortest axis), stored first
+        _h5_rewrite(path, image=np.ascontiguousarray(image[:, :, 34:54].transpose(2, 0, 1)),
+                    label=np.ascontiguousarray(label[:, :, 34:54].transpose(2, 0, 1)))
+        return [f"wrong axis order in {path}", "(20 slices) on axis 0"]
+    if defect == "file_is_directory":
+        _make_directory(path)
+        return [f"1 listed case(s) not usable: {path} is a directory, not a file"]
+    if defect == "unknown_id":
+        write_lines(splits / "train.list", LA_TRAIN + ["NOT_A_CASE"])
+        return ["1 listed case(s) missing", "NOT_A_CASE (train.list)"]
     raise AssertionError(defect)
+
+
+def _info(folder: Path) -> dict[str, str]:
+    return dict(line.split(": ") for line in (folder / "Info.cfg").read_text().splitlines())
 
 
 def _acdc_frames(work: Path, patient: str) -> tuple[Path, Path, Path, Path]:
@@ -334,9 +411,11 @@ def _acdc_frames(work: Path, patient: str) -> tuple[Path, Path, Path, Path]:
     return Path(f"{ed}.nii.gz"), Path(f"{ed}_gt.nii.gz"), Path(f"{es}.nii.gz"), Path(f"{es}_gt.nii.gz")
 
 
-def _write_nii(array, path, spacing):
+def _write_nii(array, path, spacing, origin=None):
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing)
+    if origin is not None:
+        image.SetOrigin(origin)
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
@@ -380,6 +459,32 @@ def _break_acdc_raw(work: Path, splits: Path, defect: str):
     if defect == "geometry":
         _write_nii(label, es_gt, (spacing[0], spacing[1], spacing[2] * 2))
         return ["geometry mismatch", str(es_gt)]
+    if defect == "origin":
+        _write_nii(label, es_gt, spacing, origin=(0.0, 0.0, spacing[2]))
+        return [f"geometry mismatch: image {es_img} has origin (0, 0, 0) but label {es_gt} has origin (0, 0, "]
+    if defect == "info_fraction":  # not frame 2 of the old int(float()) parse
+        ed = int(_info(folder)["ED"])
+        (folder / "Info.cfg").write_text(f"ED: {ed}.7\nES: {_info(folder)['ES']}\nNbFrame: 30\n")
+        return [f"malformed Info.cfg {folder / 'Info.cfg'}: ED is not an integer frame number: '{ed}.7'"]
+    if defect == "info_ed_equals_es":
+        es = _info(folder)["ES"]
+        (folder / "Info.cfg").write_text(f"ED: {es}\nES: {es}\nNbFrame: 30\n")
+        return [f"malformed Info.cfg {folder / 'Info.cfg'}: ED and ES are the same frame ({es})"]
+    if defect == "info_frame_not_there":  # within NbFrame, but no such frame file
+        (folder / "Info.cfg").write_text(f"ED: 29\nES: {_info(folder)['ES']}\nNbFrame: 30\n")
+        return [f"missing ED frame image for case {patient}_frame01: {folder / f'{patient}_frame29.nii.gz'}"]
+    if defect == "info_is_directory":
+        _make_directory(folder / "Info.cfg")
+        return [f"bad Info.cfg: {folder / 'Info.cfg'} is a directory, not a file"]
+    if defect == "frame_symlink_loop":
+        _make_loop(ed_gt)
+        return [f"bad ED frame label for case {patient}_frame01: {ed_gt} is a symlink loop"]
+    if defect == "dot_slash_overlap":
+        write_lines(splits / "test.list", read_list(splits / "test.list") + [f"./{ACDC_TRAIN[1]}"])
+        return ["split lists 'train' and 'test' overlap (1)", ACDC_TRAIN[1]]
+    if defect == "unknown_id":  # patient101..150 are the challenge's test patients, not in the training set
+        write_lines(splits / "val.list", read_list(splits / "val.list") + ["patient150_frame01"])
+        return ["1 listed case(s) missing under", "(patient folder): patient150 (val.list)"]
     if defect == "label_values":
         _write_nii(np.where(label == 3, 4, label).astype(label.dtype), es_gt, spacing)
         return [f"label file {es_gt} has values outside {{0, 1, 2, 3}}: 4"]
@@ -472,6 +577,25 @@ def _break_acdc_pre(work: Path, splits: Path, defect: str):
         test = read_list(splits / "test.list")
         write_lines(splits / "test.list", test + [ACDC_TRAIN[1]])
         return ["overlap", ACDC_TRAIN[1]]
+    if defect == "dot_slash_overlap":
+        write_lines(splits / "val.list", read_list(splits / "val.list") + [f"./{ACDC_TRAIN[1]}/"])
+        return ["split lists 'train' and 'val' overlap (1)", ACDC_TRAIN[1]]
+    if defect == "unnormalised":
+        _h5_rewrite(vol, image=(image * 700).astype(np.float32))
+        return [f"implausible intensities in {vol}: image values span [0, 700]", "normalised to [0, 1]",
+                "datasets.ACDC.preprocessing.check_intensity: false"]
+    if defect == "slice_unnormalised":
+        _h5_rewrite(sl, image=(_h5(sl, "image") - 0.5).astype(np.float32))
+        return [f"implausible intensities in {sl}: image values span [-"]
+    if defect == "slice_is_directory":
+        _make_directory(sl)
+        return [f"1 listed slice(s) not usable: {sl} is a directory, not a file"]
+    if defect == "volume_symlink_loop":
+        _make_loop(data / "patient001_frame01.h5")
+        return [f"{data / 'patient001_frame01.h5'} is a symlink loop"]
+    if defect == "unknown_id":
+        write_lines(splits / "test.list", read_list(splits / "test.list") + ["patient150_frame02"])
+        return ["1 listed val/test volume(s) missing", "patient150_frame02 (test.list)"]
     raise AssertionError(defect)
 
 
@@ -494,6 +618,20 @@ DEFECTS = [
                                             "slice_label_values", "empty_label", "nan_image", "constant_image",
                                             "slice_beyond_depth", "overlap")],
 ]
+# The stricter checks (issue 14): geometry fields, normalised split IDs, unknown IDs with their list,
+# release intensities and LA axis order, Info.cfg frame numbers, directories and symlink loops.
+STRICT_DEFECTS = [
+    *[("LA", "raw", d) for d in ("origin", "direction", "label_is_directory", "image_symlink_loop",
+                                 "case_symlink_loop", "dot_slash_overlap", "trailing_slash_duplicate", "path_entry",
+                                 "unknown_id")],
+    *[("LA", "preprocessed", d) for d in ("dot_slash_overlap", "unnormalised", "min_max_scaled", "axis_order_zyx",
+                                          "axis_order_depth_first", "file_is_directory", "unknown_id")],
+    *[("ACDC", "raw", d) for d in ("origin", "info_fraction", "info_ed_equals_es", "info_frame_not_there",
+                                   "info_is_directory", "frame_symlink_loop", "dot_slash_overlap", "unknown_id")],
+    *[("ACDC", "preprocessed", d) for d in ("dot_slash_overlap", "unnormalised", "slice_unnormalised",
+                                            "slice_is_directory", "volume_symlink_loop", "unknown_id")],
+]
+DEFECTS += STRICT_DEFECTS
 
 
 @pytest.mark.parametrize("dataset,kind,defect", DEFECTS, ids=["-".join(d) for d in DEFECTS])
@@ -506,5 +644,99 @@ def test_bad_input_is_reported_and_nothing_written(layouts, tmp_path, dataset, k
     message = str(err.value)
     for fragment in expected:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert "\n" not in message  # one line
     assert not out.exists()
     assert not list(out.parent.glob(f".{dataset}.*"))  # no temporary folder left behind
+
+
+# --------------------------------------------------------------------------- tolerated, not errors
+def test_messy_split_lists_read_as_the_clean_ones(layouts, tmp_path):
+    """BOMs, CRLF, surrounding whitespace, ./ and trailing / are normalised before any comparison."""
+    work, splits = _work(layouts, "LA", "preprocessed", tmp_path)
+    messy = ["\ufeff" + LA_TRAIN[0]] + [f"./{c}" for c in LA_TRAIN[1:40]] + [f"  {c}/ " for c in LA_TRAIN[40:]]
+    (splits / "train.list").write_bytes(("\r\n".join(messy) + "\r\n\r\n").encode("utf-8"))
+    (splits / "test.list").write_bytes(("\ufeff" + "\r\n".join(f".\\{c}" for c in LA_TEST)).encode("utf-8"))
+    out = tmp_path / "out"
+    summary = _run("LA", "preprocessed", work, splits, out)
+    assert summary["cases"] == 100 and summary["splits"] == {"train": 80, "test": 20}
+    assert (out / "splits" / "train.list").read_text() == "".join(f"{c}\n" for c in LA_TRAIN)
+    assert (out / "splits" / "test.list").read_text() == "".join(f"{c}\n" for c in LA_TEST)
+    assert sorted(p.name for p in (out / "cases").iterdir()) == sorted(f"{c}.h5" for c in LA_TRAIN + LA_TEST)
+
+
+def test_info_cfg_with_bom_and_crlf(layouts, tmp_path):
+    work, splits = _work(layouts, "ACDC", "raw", tmp_path)
+    folder = work / "training" / "patient090"
+    text = (folder / "Info.cfg").read_text()
+    (folder / "Info.cfg").write_bytes(("\ufeff" + text.replace("\n", "\r\n")).encode("utf-8"))
+    out = tmp_path / "out"
+    _run("ACDC", "raw", work, splits, out)
+    rows = read_manifest(out / "manifest.csv")
+    row = next(r for r in rows if r["input"].endswith("patient090_frame04.nii.gz"))  # ED: 4 read despite the BOM
+    assert row["outputs"][0] == "volumes/patient090_frame01.h5"
+
+
+@pytest.mark.parametrize("dataset", ["LA", "ACDC"])
+def test_check_intensity_false_accepts_other_intensities(layouts, tmp_path, dataset):
+    work, splits = _work(layouts, dataset, "preprocessed", tmp_path)
+    if dataset == "LA":
+        path = work / "2018LA_Seg_Training Set" / LA_TEST[0] / "mri_norm2.h5"
+    else:  # a test volume: no training slice to compare it with
+        path = work / "data" / "patient001_frame01.h5"
+    _h5_rewrite(path, image=(_h5(path, "image") * 300 + 20).astype(np.float32))
+    with pytest.raises(DataError, match=f"implausible intensities in {path}"):
+        _run(dataset, "preprocessed", work, splits, tmp_path / "strict")
+    out = tmp_path / "out"
+    preprocess_dataset(dataset, work, splits, out, params={"check_intensity": False}, source="preprocessed")
+    imported = out / ("cases" if dataset == "LA" else "volumes") / (
+        f"{LA_TEST[0]}.h5" if dataset == "LA" else "patient001_frame01.h5")
+    assert sha256_file(imported) == sha256_file(path)
+
+
+# --------------------------------------------------------------------------- raw_dir holding another layout
+def _ids_named(message: str) -> int:
+    """How many official LA or ACDC IDs a message names."""
+    return sum(message.count(c) for c in LA_TRAIN + LA_TEST) + len(re.findall(r"patient\d{3}", message))
+
+
+LAYOUT_CASES = [  # (config dataset, config source, folder given as raw_dir, fragments of the one-line message)
+    ("LA", "raw", "ACDC/raw", ["holds the ACDC raw layout (training/patient*/Info.cfg: patient001, ",
+                               "not the LA raw layout that datasets.LA.source: raw reads (none of the 100 listed cases",
+                               "Training Set/<case ID>/lgemri.nrrd"]),
+    ("LA", "preprocessed", "ACDC/preprocessed", ["holds the ACDC preprocessed layout (data/patient*_frame0?.h5: ",
+                                                 "not the LA preprocessed layout"]),
+    ("ACDC", "raw", "LA/raw", ["holds the LA raw layout (Training Set/*/lgemri.nrrd: ",
+                               "none of the 100 listed patients is there", "training/patientNNN/"]),
+    ("ACDC", "preprocessed", "LA/preprocessed", ["holds the LA preprocessed layout (2018LA_Seg_Training Set/",
+                                                 "none of the 200 listed volumes is there"]),
+    ("ACDC", "preprocessed", "ACDC/raw", ["holds the ACDC raw layout", "set datasets.ACDC.source: raw"]),
+    ("LA", "raw", "LA/preprocessed", ["holds the LA preprocessed layout", "set datasets.LA.source: preprocessed"]),
+    ("LA", "raw", "LA", ["holds the LA raw layout one folder down, in 'raw'", "set raw_dir to"]),
+    ("ACDC", "raw", "empty", ["holds no recognisable ACDC or LA release (none of the 100 listed patients is there; "
+                              "it is empty)"]),
+    ("LA", "preprocessed", "junk", ["holds no recognisable ACDC or LA release", "it holds 12 entries (",
+                                    "... (+7 more)"]),
+]
+
+
+@pytest.mark.parametrize("dataset,source,folder,expected", LAYOUT_CASES,
+                         ids=[f"{d}-{s}-in-{f.replace('/', '-')}" for d, s, f, _ in LAYOUT_CASES])
+def test_raw_dir_with_another_layout_says_so(layouts, tmp_path, dataset, source, folder, expected):
+    raw_dir = layouts / folder
+    if folder == "empty":
+        raw_dir = tmp_path / "empty"
+        raw_dir.mkdir()
+    elif folder == "junk":
+        raw_dir = tmp_path / "junk"
+        raw_dir.mkdir()
+        for i in range(12):
+            (raw_dir / f"file{i:02d}.txt").write_text("x")
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        _run(dataset, source, raw_dir, OFFICIAL / dataset, out)
+    message = str(err.value)
+    for fragment in expected:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert "\n" not in message and "missing" not in message
+    assert _ids_named(message) <= 5, message
+    assert not out.exists()

@@ -119,3 +119,37 @@ def test_acdc_official_training_split(tmp_path, patients, slices):
     assert split.validation == s["val"] and not split.validation_is_test
     assert len(split.unlabelled) == 1312 - slices
     assert split.labelled_scans == (70 if patients == "all" else patients)
+
+
+# --------------------------------------------------------------------------- normalised entries
+def test_split_entries_are_normalised_before_any_comparison(tmp_path):
+    (tmp_path / "train.list").write_bytes("\ufeffAAA\r\n./BBB\r\n  CCC/  \r\n\r\n.\\DDD\\\r\n".encode())
+    (tmp_path / "test.list").write_bytes(b"./AAA/\n")
+    splits = LA.read_splits(tmp_path)
+    assert splits == {"train": ["AAA", "BBB", "CCC", "DDD"], "test": ["AAA"]}
+    with pytest.raises(DataError, match="split lists 'train' and 'test' overlap \\(1\\): AAA"):
+        check_disjoint(splits)
+    (tmp_path / "test.list").write_text("EEE\n./EEE\n")
+    with pytest.raises(DataError, match="split list 'test' has duplicate entries: EEE"):
+        check_disjoint(LA.read_splits(tmp_path))
+
+
+def test_split_entries_that_are_paths(tmp_path):
+    (tmp_path / "train.list").write_text("AAA\nTraining Set/BBB\n")
+    (tmp_path / "test.list").write_text("..\n")
+    with pytest.raises(DataError, match=r"train.list has entries that are paths, not IDs: 'Training Set/BBB'"):
+        LA.read_splits(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink_loop"])
+def test_split_list_that_is_not_a_file(tmp_path, kind):
+    import os
+
+    (tmp_path / "train.list").write_text("AAA\n")
+    if kind == "directory":
+        (tmp_path / "test.list").mkdir()
+    else:
+        os.symlink("test.list", tmp_path / "test.list")
+    expected = "is a directory, not a file" if kind == "directory" else "is a symlink loop"
+    with pytest.raises(DataError, match=f"bad split list: {tmp_path / 'test.list'} {expected}"):
+        LA.read_splits(tmp_path)

@@ -8,8 +8,8 @@ Output (one folder, written atomically: it appears complete or not at all)::
     ACDC: <out>/slices/<vol>_slice_K.h5 train.list volumes, one 2D slice each (K 1-based), image H x W
           <out>/volumes/<vol>.h5        EVERY listed volume (train, val, test): image Z x H x W,
                                         label, attribute ``spacing`` (z, y, x) in mm
-    <out>/splits/*.list                 copies of the split lists used (and derived ones, e.g. ACDC
-                                        train_slices.list)
+    <out>/splits/*.list                 the split lists used, entries normalised (and derived ones, e.g.
+                                        ACDC train_slices.list)
     <out>/preprocess.json               dataset, source, params, counts, warnings
     <out>/manifest.csv                  every input file, its SHA-256 and the outputs it produced
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -105,11 +104,11 @@ def _la_read(root: Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:
     img_path, lab_path = _la_paths(root, case_id)
     checks.require_file(img_path, "image file", case_id)
     checks.require_file(lab_path, "label file", case_id)
-    image, img_sp, _ = checks.read_image(img_path)
-    label, lab_sp, _ = checks.read_image(lab_path)
+    image, img_geom = checks.read_image(img_path)
+    label, lab_geom = checks.read_image(lab_path)
     checks.check_dtype(image, img_path, "the image", kind="real")
     checks.check_dtype(label, lab_path, "the label", kind="integer")
-    checks.check_same_geometry(img_path, lab_path, image.shape[::-1], label.shape[::-1], img_sp, lab_sp)
+    checks.check_same_geometry(img_path, lab_path, img_geom, lab_geom)
     checks.check_image_values(image, img_path)
     checks.check_label_values(label, checks.LA_LABEL_VALUES, lab_path)
     return image.transpose(2, 1, 0), label.transpose(2, 1, 0)
@@ -125,12 +124,16 @@ def la_process_case(image_xyz: np.ndarray, label_xyz: np.ndarray, margins: Seque
     return image[x0:x1, y0:y1, :], label[x0:x1, y0:y1, :], (x0, x1, y0, y1)
 
 
-def validate_la(root: Path, case_ids: Sequence[str], warn_depth: bool = False) -> list[str]:
-    """Check every case (raising DataError); return the warnings (z depth other than 88 if asked)."""
+def validate_la(root: Path, case_ids: Sequence[str], warn_depth: bool = False,
+                origin: Mapping[str, str] | None = None) -> list[str]:
+    """Check every case (raising DataError); return the warnings (z depth other than 88 if asked).
+
+    ``origin`` maps a case to the split list it comes from, named next to a missing case.
+    """
     if len(set(case_ids)) != len(case_ids):
         dup = sorted({c for c in case_ids if list(case_ids).count(c) > 1})
         raise DataError(f"LA case list has duplicates: {', '.join(dup)}")
-    checks.require_cases(root, case_ids)
+    checks.require_cases(root, case_ids, origin=origin)
     warnings = []
     for cid in case_ids:
         image, _ = _la_read(root, cid)
@@ -211,14 +214,15 @@ def _acdc_frame_paths(root: Path, volume: str) -> tuple[Path, Path]:
 def _acdc_read(root: Path, volume: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Read and check one ACDC volume: image/label (Z, H, W), spacing (z, y, x)."""
     img_path, lab_path = _acdc_frame_paths(root, volume)
-    image, img_sp, _ = checks.read_image(img_path)
-    label, lab_sp, _ = checks.read_image(lab_path)
+    image, img_geom = checks.read_image(img_path)
+    label, lab_geom = checks.read_image(lab_path)
     checks.check_dtype(image, img_path, "the image", kind="real")
     checks.check_dtype(label, lab_path, "the label", kind="integer")
-    checks.check_same_geometry(img_path, lab_path, image.shape, label.shape, img_sp, lab_sp)
+    checks.check_same_geometry(img_path, lab_path, img_geom, lab_geom)
     checks.check_image_values(image, img_path)
     checks.check_label_values(label, checks.ACDC_LABEL_VALUES, lab_path)
-    return image, label, (img_sp[2], img_sp[1], img_sp[0])
+    spacing = img_geom.spacing
+    return image, label, (spacing[2], spacing[1], spacing[0])
 
 
 def acdc_normalise(image: np.ndarray) -> np.ndarray:
@@ -234,7 +238,11 @@ def validate_acdc(root: Path, splits: dict[str, list[str]]) -> dict[str, int]:
     volumes = acdc_volumes(splits)
     for v in volumes:
         parse_acdc_volume(v)
-    checks.require_cases(root, patients_of(volumes), "patient folder")
+    origin = {}
+    for name in ("train", "val", "test"):
+        for v in splits[name]:
+            origin.setdefault(parse_acdc_volume(v)[0], f"{name}.list")
+    checks.require_cases(root, patients_of(volumes), "patient folder", origin=origin)
     depth = {}
     for v in volumes:
         image, _, _ = _acdc_read(root, v)
@@ -303,9 +311,9 @@ def preprocess_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str
 
     ``source``: ``raw`` (challenge archive), ``synthetic`` (generated raw-format archive: as raw,
     without the real-data warnings) or ``preprocessed`` (the shared preprocessed release, checked and
-    copied byte for byte; preprocessing parameters do not apply to it). ``params``: the dataset's
-    ``preprocessing`` block (its ``preprocessing_params``; ConfigError for an unknown key or a bad
-    value, defaults filled). Returns the summary written to ``preprocess.json``.
+    copied byte for byte; of the preprocessing parameters only ``check_intensity`` applies to it).
+    ``params``: the dataset's ``preprocessing`` block (its ``preprocessing_params``; ConfigError for an
+    unknown key or a bad value, defaults filled). Returns the summary written to ``preprocess.json``.
     """
     data = get_dataset(dataset)
     splits, summary = check_dataset(dataset, raw_dir, splits_dir, params, source)
@@ -329,7 +337,8 @@ def check_dataset(dataset: str, raw_dir: str | os.PathLike, splits_dir: str | os
     summary: dict[str, Any] = {"dataset": data.name, "source": source, "params": p, "raw_dir": str(raw_dir),
                                "splits_dir": str(splits_dir), "splits": {k: len(v) for k, v in splits.items()}}
     if source == "preprocessed":
-        summary["params_note"] = "preprocessing parameters do not apply: the release is already preprocessed"
+        summary["params_note"] = ("the release is already preprocessed: only check_intensity applies "
+                                  "(the other preprocessing parameters do not)")
     summary["warnings"] = data.check_inputs(raw_dir, splits, p, source)
     return splits, summary
 
@@ -349,12 +358,9 @@ def write_dataset(out_dir: str | os.PathLike, splits_dir: str | os.PathLike, spl
 
 
 def copy_splits(splits_dir: str | os.PathLike, splits: Mapping[str, Sequence[str]], out: Path) -> None:
-    """``out/splits/<name>.list`` for every list: a copy of the input file, or written when derived."""
+    """``out/splits/<name>.list`` for every list as used, one ID per line: the normalised entries of the
+    input file in ``splits_dir`` (:func:`ssnet.io.read_list`), or the derived list."""
     dest = out / "splits"
     dest.mkdir(parents=True, exist_ok=True)
     for name, items in splits.items():
-        src = Path(splits_dir) / f"{name}.list"
-        if src.is_file():
-            shutil.copyfile(src, dest / f"{name}.list")
-        else:
-            write_lines(dest / f"{name}.list", list(items))
+        write_lines(dest / f"{name}.list", list(items))

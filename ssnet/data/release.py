@@ -15,8 +15,10 @@ record it); :func:`ssnet.data.preprocess.preprocess_dataset` with ``source: prep
 dataset's check and write steps (``validate_*`` and ``write_*`` here) and adds ``splits/``,
 ``preprocess.json`` and ``manifest.csv``. The listed files are checked first (missing cases,
 unreadable/truncated files, dtype, dimensions, image/label shape, label values, empty label, NaN or
-constant image), then copied byte for byte, so an imported file has the input's SHA-256. Files that
-are not listed (``desktop.ini``, unlisted volumes or slices) are ignored.
+constant image, implausible intensities: LA not z-scored, ACDC outside [0, 1], unless the dataset's
+``preprocessing.check_intensity`` is false; LA depth axis not last), then copied byte for byte, so an
+imported file has the input's SHA-256. Files that are not listed (``desktop.ini``, unlisted volumes or
+slices) are ignored.
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ def acdc_slice_path(root: Path, name: str) -> Path:
 
 
 # --------------------------------------------------------------------------- checks
-def read_release_file(path: Path, ndim: int, label_values: Sequence[int],
-                      allow_empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Read and check one released h5 file (image float32, label uint8, same shape, values)."""
+def read_release_file(path: Path, ndim: int, label_values: Sequence[int], allow_empty: bool = False,
+                      intensity: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one released h5 file (image float32, label uint8, same shape, values); with
+    ``intensity`` (a dataset name), also that the image looks normalised as that release is."""
     arrays = checks.read_h5(path)
     image, label = arrays["image"], arrays["label"]
     checks.check_dtype(image, path, "dataset 'image'", exact=IMAGE_DTYPES)
@@ -84,16 +87,17 @@ def read_release_file(path: Path, ndim: int, label_values: Sequence[int],
         raise DataError(f"shape mismatch in {path}: image has shape {image.shape} but label has shape "
                         f"{label.shape}")
     checks.check_image_values(image, path)
+    if intensity:
+        checks.check_intensity(image, path, intensity, f"datasets.{intensity}.preprocessing.check_intensity")
     checks.check_label_values(label, label_values, path, allow_empty=allow_empty)
     return image, label
 
 
-def _missing(paths: Mapping[str, Path], root: Path, what: str, pattern: str) -> None:
-    """One DataError listing every name whose file is absent."""
-    missing = [name for name, path in paths.items() if not path.is_file()]
-    if missing:
-        raise DataError(f"{len(missing)} listed {what}(s) missing under {root} (no {pattern}): "
-                        + ", ".join(missing))
+def _missing(paths: Mapping[str, Path], root: Path, what: str, pattern: str,
+             origin: Mapping[str, str] | None = None) -> None:
+    """One DataError naming the listed files that are something else (a directory, a symlink loop),
+    else every name whose file is absent (with its split list when ``origin`` is given)."""
+    checks.require_paths(paths, "file", what, f"{what}(s) missing under {root} (no {pattern})", origin)
 
 
 def _no_duplicates(names: Sequence[str], what: str) -> None:
@@ -107,14 +111,18 @@ def _no_duplicates(names: Sequence[str], what: str) -> None:
 
 
 # --------------------------------------------------------------------------- LA
-def validate_la_release(root: Path, case_ids: Sequence[str]) -> list[str]:
-    """Check every listed case; return warnings (z depth other than 88)."""
+def validate_la_release(root: Path, case_ids: Sequence[str], check_intensity: bool = True,
+                        origin: Mapping[str, str] | None = None) -> list[str]:
+    """Check every listed case (axis order (X, Y, Z); z-scored intensities unless ``check_intensity`` is
+    false); return warnings (z depth other than 88). ``origin``: case -> its split list, for messages."""
     _no_duplicates(case_ids, "LA case")
     paths = {cid: la_release_path(root, cid) for cid in case_ids}
-    _missing(paths, root, "case", f"<ID>/{LA_RELEASE_FILE}")
+    _missing(paths, root, "case", f"<ID>/{LA_RELEASE_FILE}", origin)
     warnings = []
     for cid, path in paths.items():
-        image, _ = read_release_file(path, 3, checks.LA_RELEASE_LABEL_VALUES)
+        image, _ = read_release_file(path, 3, checks.LA_RELEASE_LABEL_VALUES,
+                                     intensity="LA" if check_intensity else None)
+        checks.check_la_axis_order(image.shape, path)
         warning = checks.la_depth_warning(image.shape[2], path)
         if warning:
             _log(warning)
@@ -134,7 +142,7 @@ def write_la_release(root: Path, case_ids: Sequence[str], out: Path, manifest: M
 
 
 # --------------------------------------------------------------------------- ACDC
-def validate_acdc_release(root: Path, splits: dict[str, list[str]]) -> dict[str, int]:
+def validate_acdc_release(root: Path, splits: dict[str, list[str]], check_intensity: bool = True) -> dict[str, int]:
     """Check every listed volume and training slice; fills ``splits['train_slices']`` if absent.
 
     Val/test volumes must exist (they are evaluated). A train.list volume needs its slices only, as the
@@ -142,17 +150,21 @@ def validate_acdc_release(root: Path, splits: dict[str, list[str]]) -> dict[str,
     val/test volumes. Its depth is the volume's when the volume is there, else the highest slice index
     found. Returns the depth per volume. Whole volumes must contain foreground; single slices may be
     empty (apex/base). A slice must have its volume's in-plane shape (all slices of a volume alike),
-    K in 1..Z, and equal the volume's K-th slice when both are present.
+    K in 1..Z, and equal the volume's K-th slice when both are present. Images must lie in [0, 1]
+    unless ``check_intensity`` is false.
     """
+    intensity = "ACDC" if check_intensity else None
     checks.check_splits_disjoint(splits)
     volumes = acdc_volumes(splits)
     for v in volumes:
         parse_acdc_volume(v)
     train = list(splits["train"])
     evaluated = [v for v in volumes if v not in set(train)]
-    _missing({v: acdc_volume_path(root, v) for v in evaluated}, root, "val/test volume", "<vol>.h5")
-    present = [v for v in volumes if acdc_volume_path(root, v).is_file()]
-    arrays = {v: read_release_file(acdc_volume_path(root, v), 3, checks.ACDC_LABEL_VALUES) for v in present}
+    origin = {v: f"{name}.list" for name in ("test", "val", "train") for v in splits[name]}
+    _missing({v: acdc_volume_path(root, v) for v in evaluated}, root, "val/test volume", "<vol>.h5", origin)
+    present = [v for v in volumes if checks.path_problem(acdc_volume_path(root, v)) != "missing"]
+    arrays = {v: read_release_file(acdc_volume_path(root, v), 3, checks.ACDC_LABEL_VALUES, intensity=intensity)
+              for v in present}
     depth = {v: int(image.shape[0]) for v, (image, _) in arrays.items()}
     if "train_slices" not in splits:
         splits["train_slices"] = _acdc_train_slices(root, train, depth)
@@ -163,7 +175,7 @@ def validate_acdc_release(root: Path, splits: dict[str, list[str]]) -> dict[str,
     plane = {v: tuple(image.shape[1:]) for v, (image, _) in arrays.items()}
     for s in slices:
         path = acdc_slice_path(root, s)
-        image, label = read_release_file(path, 2, checks.ACDC_LABEL_VALUES, allow_empty=True)
+        image, label = read_release_file(path, 2, checks.ACDC_LABEL_VALUES, allow_empty=True, intensity=intensity)
         volume, k = s.rsplit("_slice_", 1)
         first = plane.setdefault(volume, tuple(image.shape))
         if tuple(image.shape) != first:

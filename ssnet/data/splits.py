@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ssnet.data.checks import check_splits_disjoint
+from ssnet.data.checks import check_splits_disjoint, path_problem
 from ssnet.errors import ConfigError, DataError
 from ssnet.io import read_list
 
@@ -27,18 +27,31 @@ def read_splits(splits_dir: str | os.PathLike, split_files: Mapping[str, Sequenc
     """Read the ``<name>.list`` files of ``split_files`` (a dataset's ``{"required": names, "optional":
     names}``) from ``splits_dir`` into ``{name: [entries]}``.
 
-    Required lists missing or empty -> DataError naming the file; optional lists are included when present.
+    Entries are normalised before any comparison (:func:`ssnet.io.read_list`: whitespace, byte-order
+    marks, CRLF, a leading ``./`` and a trailing ``/`` removed); an entry that is still a path (``a/b``,
+    ``..``) is a DataError naming the file and line. Required lists missing or empty -> DataError naming
+    the file; optional lists are included when present; a list that is a directory or a symlink loop
+    is named as such.
     """
     splits_dir = Path(splits_dir)
     out: dict[str, list[str]] = {}
     for name in (*split_files["required"], *split_files["optional"]):
         path = splits_dir / f"{name}.list"
-        if not path.is_file():
+        problem = path_problem(path)
+        if problem == "missing":
             if name in split_files["required"]:
                 raise DataError(f"missing split list {path} (required: "
                                 f"{', '.join(f'{n}.list' for n in split_files['required'])})")
             continue
-        out[name] = read_list(path)
+        if problem:
+            raise DataError(f"bad split list: {path} {problem}")
+        try:
+            out[name] = read_list(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"unreadable split list {path}: {exc}") from None
+        bad = [e for e in out[name] if "/" in e or "\\" in e or e in (".", "..")]
+        if bad:
+            raise DataError(f"split list {path} has entries that are paths, not IDs: {', '.join(map(repr, bad[:5]))}")
         if name in split_files["required"] and not out[name]:
             raise DataError(f"split list {path} is empty")
     return out

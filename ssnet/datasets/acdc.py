@@ -33,8 +33,17 @@ class ACDC(Dataset):
         "preprocessed": "the folder that contains 'data/patientNNN_frame0F.h5' and 'data/slices/' "
                         "(the shared preprocessed ACDC release)",
     }
+    release_globs = {  # how each kind is recognised in a folder (the first wildcard part is the ID)
+        "raw": ("training/patient*/Info.cfg", "patient*/Info.cfg"),
+        "preprocessed": ("data/patient*_frame0?.h5", "data/slices/patient*_slice_*.h5", "patient*_frame0?.h5",
+                         "slices/patient*_slice_*.h5"),
+    }
     released_selection = "best_val"  # the reference ACDC code selects on val.list (protocol section 8)
-    preprocessing_params = {}
+    preprocessing_params = {
+        "check_intensity": {"type": "boolean", "default": True,
+                            "description": "source preprocessed: stop when an image has values outside [0, 1]; "
+                                           "false accepts any intensities"},
+    }
     synthetic_params = {
         "n_patients": {**_SIZE, "maximum": 999, "default": 10,
                        "description": "patients generated (two volumes each: ED and ES)"},
@@ -88,15 +97,27 @@ class ACDC(Dataset):
     # ----------------------------------------------------------------------- preprocessing
     def check_inputs(self, raw_dir, splits, params, source):
         """Every listed volume (and training slice of a release) readable and consistent; derives
-        ``train_slices`` from the volume depths when the list is absent. No warnings."""
-        if source == "preprocessed":
-            from ssnet.data.release import acdc_release_root, validate_acdc_release
+        ``train_slices`` from the volume depths when the list is absent. No warnings. When no listed
+        input is there, one error says what ``raw_dir`` holds instead (another layout)."""
+        from ssnet.data.checks import require_layout
+        from ssnet.data.splits import acdc_volumes, patients_of
 
-            validate_acdc_release(acdc_release_root(raw_dir), splits)
+        volumes = acdc_volumes(splits)
+        if source == "preprocessed":
+            from ssnet.data.release import acdc_release_root, acdc_slice_path, acdc_volume_path, validate_acdc_release
+
+            root = acdc_release_root(raw_dir)
+            slices = splits.get("train_slices") or [f"{v}_slice_1" for v in splits["train"]]
+            require_layout(self.name, source, raw_dir, [acdc_volume_path(root, v) for v in volumes]
+                           + [acdc_slice_path(root, s) for s in slices], "volume", len(volumes))
+            validate_acdc_release(root, splits, params.get("check_intensity", True))
         else:
             from ssnet.data.preprocess import acdc_root, validate_acdc
 
-            validate_acdc(acdc_root(raw_dir), splits)
+            root = acdc_root(raw_dir)
+            require_layout(self.name, source, raw_dir, [root / p / "Info.cfg" for p in patients_of(volumes)],
+                           "patient")
+            validate_acdc(root, splits)
         return []
 
     def write_outputs(self, raw_dir, splits, params, source, out, manifest):

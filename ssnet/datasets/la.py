@@ -20,6 +20,11 @@ def _case_ids(splits) -> list[str]:
     return [c for name in ("train", "val", "test") for c in splits.get(name, [])]
 
 
+def _origin(splits) -> dict[str, str]:
+    """Case -> the split list file it is listed in (for messages)."""
+    return {c: f"{name}.list" for name in ("test", "val", "train") for c in splits.get(name, [])}
+
+
 @register_dataset
 class LA(Dataset):
     name = "LA"
@@ -37,6 +42,10 @@ class LA(Dataset):
         "preprocessed": "the folder that contains '2018LA_Seg_Training Set/<case ID>/mri_norm2.h5' "
                         "(the shared preprocessed LA release)",
     }
+    release_globs = {  # how each kind is recognised in a folder (the first wildcard part is the case ID)
+        "raw": ("Training Set/*/lgemri.nrrd", "*/lgemri.nrrd"),
+        "preprocessed": ("2018LA_Seg_Training Set/*/mri_norm2.h5", "*/mri_norm2.h5"),
+    }
     released_selection = "best_test"  # the reference LA code selects on the test list (protocol section 8)
     preprocessing_params = {
         "seed": {**_SIZE, "minimum": 0, "default": 1337,
@@ -46,6 +55,9 @@ class LA(Dataset):
         "margin_high": {**_SIZE, "default": 20, "description": "exclusive upper bound of the crop margins"},
         "min_extent": {**_SIZE, "default": 112,
                        "description": "x/y crop boxes narrower than this are widened to it (the patch size)"},
+        "check_intensity": {"type": "boolean", "default": True,
+                            "description": "source preprocessed: stop when an image does not look z-scored "
+                                           "(|mean| <= 3, std in [0.25, 5]); false accepts any intensities"},
     }
     synthetic_params = {
         "n_cases": {**_SIZE, "default": 10, "description": "cases generated (split into train.list and test.list)"},
@@ -100,14 +112,24 @@ class LA(Dataset):
 
     # ----------------------------------------------------------------------- preprocessing
     def check_inputs(self, raw_dir, splits, params, source):
-        """Every listed case readable and consistent; warns on a depth other than 88 (not for synthetic)."""
-        if source == "preprocessed":
-            from ssnet.data.release import la_release_root, validate_la_release
+        """Every listed case readable and consistent; warns on a depth other than 88 (not for synthetic).
 
-            return validate_la_release(la_release_root(raw_dir), _case_ids(splits))
+        When no listed case is there, one error says what ``raw_dir`` holds instead (another layout).
+        """
+        from ssnet.data.checks import require_layout
+
+        ids = _case_ids(splits)
+        if source == "preprocessed":
+            from ssnet.data.release import la_release_path, la_release_root, validate_la_release
+
+            root = la_release_root(raw_dir)
+            require_layout(self.name, source, raw_dir, [la_release_path(root, c) for c in ids])
+            return validate_la_release(root, ids, params.get("check_intensity", True), _origin(splits))
         from ssnet.data.preprocess import la_root, validate_la
 
-        return validate_la(la_root(raw_dir), _case_ids(splits), warn_depth=source == "raw")
+        root = la_root(raw_dir)
+        require_layout(self.name, source, raw_dir, [root / c / "lgemri.nrrd" for c in ids])
+        return validate_la(root, ids, warn_depth=source == "raw", origin=_origin(splits))
 
     def write_outputs(self, raw_dir, splits, params, source, out, manifest):
         """``cases/<ID>.h5`` (+ ``crop_boxes.csv`` from raw archives); returns ``{"cases": n}``."""
