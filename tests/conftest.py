@@ -66,7 +66,9 @@ def tiny_run_config(dataset: str, method: str = "supervised", labelled: str = "2
     small["training"].update({"iterations": 6, "checkpoint_every": 3, "log_every": 3, "num_workers": 0}, **training)
     small["selection"] = {"mode": "last"}
     config["datasets"][dataset] = merge(config["datasets"][dataset], small)
-    return run_config(config, dataset, method, labelled)
+    run = run_config(config, dataset, method, labelled)
+    run["training"].update(small["training"])  # over the method's own schedule (e.g. 6,000 iterations)
+    return run
 
 
 PROJECT_FILES = ["Snakefile", "config.yaml", "configs", "rules", "scripts", "envs", "ssnet", "resources", "profiles",

@@ -55,3 +55,35 @@ def test_no_readable_checkpoint_starts_afresh_with_a_warning(tmp_path):
     _truncate(path)
     assert load_resume_checkpoint(path, warnings.append) is None
     assert "unreadable" in warnings[0] and "training starts from iteration 0" in warnings[-1]
+
+
+def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_corrupt(preprocessed, tmp_path, capsys):
+    from conftest import tiny_run_config
+    from ssnet.engine.checkpoint import load_torch
+    from ssnet.engine.trainer import RunOutputs, Trainer, train
+
+    cfg = tiny_run_config("ACDC", iterations=6, checkpoint_every=2)
+    outputs = lambda name: RunOutputs(*(tmp_path / name / f for f in  # noqa: E731
+                                        ("model.pt", "train_log.csv", "val_log.csv", "run_info.json")))
+    train(cfg, 4, preprocessed["ACDC"], outputs("full"), tmp_path / "ckpt_full")
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_5(done):
+        if done == 5:
+            raise Kill
+
+    with pytest.raises(Kill):
+        Trainer(cfg, 4, preprocessed["ACDC"], tmp_path / "ckpt").fit(on_iteration_end=kill_at_5)
+    _truncate(tmp_path / "ckpt" / "last.pt")  # iteration 4's; iteration 2's is kept as last.prev.pt
+    capsys.readouterr()
+    trainer = Trainer(cfg, 4, preprocessed["ACDC"], tmp_path / "ckpt")
+    trainer.try_resume()
+    assert trainer.start == 2
+    assert "last.pt is unreadable" in capsys.readouterr().err
+    train(cfg, 4, preprocessed["ACDC"], outputs("resumed"), tmp_path / "ckpt")
+    full, resumed = load_torch(tmp_path / "full" / "model.pt"), load_torch(tmp_path / "resumed" / "model.pt")
+    for key, value in full["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    assert not any((tmp_path / "ckpt").glob("*.pt"))  # removed after the successful run
