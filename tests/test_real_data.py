@@ -199,10 +199,25 @@ def test_la_raw_depth_other_than_88_is_a_warning(layouts, tmp_path, capsys):
         arr, _ = _read(folder / name)
         _write_nrrd(np.ascontiguousarray(arr[:60]), folder / name)
     summary = _run("LA", "raw", work, splits, tmp_path / "out")
-    message = f"WARNING: {folder / 'lgemri.nrrd'} has 60 slices along z; real LA volumes have 88"
+    message = f"{folder / 'lgemri.nrrd'} has 60 slices along z; real LA volumes have 88"
     assert summary["warnings"] == [message]
-    assert message in capsys.readouterr().err
+    assert f"WARNING: {message}" in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "preprocess.json").read_text())["warnings"] == [message]
+
+
+def test_depth_warning_reaches_job_log_and_console(layouts, tmp_path, capsys):
+    from ssnet.jobs import run_logged
+
+    work, splits = _work(layouts, "LA", "raw", tmp_path)
+    folder = work / "Training Set" / LA_TEST[-1]
+    for name in ("lgemri.nrrd", "laendo.nrrd"):
+        arr, _ = _read(folder / name)
+        _write_nrrd(np.ascontiguousarray(arr[:60]), folder / name)
+    log = tmp_path / "job.log"
+    run_logged(str(log), _run, "LA", "raw", work, splits, tmp_path / "out")
+    line = f"WARNING: {folder / 'lgemri.nrrd'} has 60 slices along z; real LA volumes have 88"
+    assert line in log.read_text().splitlines()
+    assert capsys.readouterr().err.splitlines().count(line) == 1
 
 
 def test_synthetic_source_has_no_depth_warning(tmp_path, capsys):

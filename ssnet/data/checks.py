@@ -254,7 +254,7 @@ def check_ndim(array: np.ndarray, ndim: int, path, what: str) -> None:
 def la_depth_warning(depth: int, path) -> str | None:
     """The warning text when an LA volume does not have the usual 88 slices (None when it has)."""
     if int(depth) != LA_DEPTH:
-        return f"WARNING: {path} has {int(depth)} slices along z; real LA volumes have {LA_DEPTH}"
+        return f"{path} has {int(depth)} slices along z; real LA volumes have {LA_DEPTH}"
     return None
 
 

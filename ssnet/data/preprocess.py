@@ -42,6 +42,7 @@ from ssnet.data.provenance import Manifest, add_split_lists
 from ssnet.data.splits import acdc_slice_names, acdc_volumes, check_disjoint, parse_acdc_volume, patients_of
 from ssnet.datasets import get_dataset
 from ssnet.errors import DataError
+from ssnet.jobs import warn
 from ssnet.io import atomic_dir, write_json, write_lines
 
 SOURCES = ("raw", "synthetic", "preprocessed")
@@ -139,7 +140,7 @@ def validate_la(root: Path, case_ids: Sequence[str], warn_depth: bool = False,
         image, _ = _la_read(root, cid)
         warning = checks.la_depth_warning(image.shape[2], _la_paths(root, cid)[0]) if warn_depth else None
         if warning:
-            _log(warning)
+            warn(warning)
             warnings.append(warning)
     return warnings
 

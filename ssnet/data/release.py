@@ -35,6 +35,7 @@ from ssnet.data import checks
 from ssnet.data.provenance import Manifest
 from ssnet.data.splits import acdc_slice_names, acdc_volumes, parse_acdc_volume
 from ssnet.errors import DataError
+from ssnet.jobs import warn
 
 LA_RELEASE_FOLDER = "2018LA_Seg_Training Set"
 LA_RELEASE_FILE = "mri_norm2.h5"
@@ -125,7 +126,7 @@ def validate_la_release(root: Path, case_ids: Sequence[str], check_intensity: bo
         checks.check_la_axis_order(image.shape, path)
         warning = checks.la_depth_warning(image.shape[2], path)
         if warning:
-            _log(warning)
+            warn(warning)
             warnings.append(warning)
     return warnings
 
