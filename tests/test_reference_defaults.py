@@ -51,12 +51,12 @@ def config():
 
 
 def test_every_method_type_of_config_yaml_has_a_table(config):
-    covered = {table["method"] for table in _tables().values()}
-    types = {block["type"]: name for name, block in config["methods"].items() if "extends" not in block}
-    missing = sorted(name for name in types.values() if name not in covered)
-    assert not missing, f"no reference-defaults table for {missing} under {TABLES}"
     for name, table in _tables().items():
         assert table["method"] in config["methods"], f"{name}.yaml: unknown method {table['method']!r}"
+    covered = {config["methods"][table["method"]]["type"] for table in _tables().values()}
+    missing = sorted({block["type"] for block in config["methods"].values()} - covered)
+    assert not missing, f"no reference-defaults table for the method types {missing} under {TABLES}"
+    for name, table in _tables().items():
         for entry in table["entries"]:
             assert set(entry) <= {"dataset", "key", "value", "source", "deviation"}, entry
             assert entry.get("source"), f"{name}.yaml: entry {entry['key']} names no reference file"
