@@ -44,6 +44,22 @@ def test_shipped_configs_validate():
     assert load_config([ROOT / "config.yaml", ROOT / "configs" / "benchmark_ssl.yaml"])
 
 
+def test_cpu_real_preset_scales_the_ramp_up_to_its_schedule():
+    """configs/cpu_real.yaml: real ACDC, 7 labelled patients, labelled-only vs SS-Net, 3 seeds, and SS-Net's
+    ramp-up shortened in proportion to the schedule (it reaches its maximum at the last iteration)."""
+    base = load_config([ROOT / "config.yaml"])
+    preset = load_config([ROOT / "config.yaml", ROOT / "configs" / "cpu_real.yaml"])
+    assert not preset["datasets"]["LA"]["enabled"] and preset["datasets"]["ACDC"]["source"] == "preprocessed"
+    assert len(preset["seeds"]) == 3 and preset["datasets"]["ACDC"]["methods"] == ["supervised", "ssnet"]
+    assert [labelled_values(preset, "ACDC", m) for m in ("supervised", "ssnet")] == [["7"], ["7"]]
+    runs = {m: run_config(preset, "ACDC", m, "7") for m in ("supervised", "ssnet")}
+    paper = run_config(base, "ACDC", "ssnet", "7")
+    shortened = runs["ssnet"]["training"]["iterations"] / paper["training"]["iterations"]
+    assert runs["ssnet"]["params"]["consistency_rampup"] == pytest.approx(
+        paper["params"]["consistency_rampup"] * shortened, abs=1e-3)
+    assert all(r["training"]["patch_size"] == r["inference"]["patch_size"] for r in runs.values())
+
+
 def test_resolution_is_idempotent(config):
     assert resolve_config(config) == config
 
