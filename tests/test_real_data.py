@@ -192,12 +192,18 @@ def _read(path):
     return sitk.GetArrayFromImage(image), image.GetSpacing()
 
 
-def test_la_raw_depth_other_than_88_is_a_warning(layouts, tmp_path, capsys):
+def _la_case_with_60_slices(layouts, tmp_path) -> tuple[Path, Path, Path]:
+    """(work, splits, case folder): the raw LA layout with one case cut to 60 slices."""
     work, splits = _work(layouts, "LA", "raw", tmp_path)
     folder = work / "Training Set" / LA_TEST[-1]
     for name in ("lgemri.nrrd", "laendo.nrrd"):
         arr, _ = _read(folder / name)
         _write_nrrd(np.ascontiguousarray(arr[:60]), folder / name)
+    return work, splits, folder
+
+
+def test_la_raw_depth_other_than_88_is_a_warning(layouts, tmp_path, capsys):
+    work, splits, folder = _la_case_with_60_slices(layouts, tmp_path)
     summary = _run("LA", "raw", work, splits, tmp_path / "out")
     message = f"{folder / 'lgemri.nrrd'} has 60 slices along z; real LA volumes have 88"
     assert summary["warnings"] == [message]
@@ -208,11 +214,7 @@ def test_la_raw_depth_other_than_88_is_a_warning(layouts, tmp_path, capsys):
 def test_depth_warning_reaches_job_log_and_console(layouts, tmp_path, capsys):
     from ssnet.jobs import run_logged
 
-    work, splits = _work(layouts, "LA", "raw", tmp_path)
-    folder = work / "Training Set" / LA_TEST[-1]
-    for name in ("lgemri.nrrd", "laendo.nrrd"):
-        arr, _ = _read(folder / name)
-        _write_nrrd(np.ascontiguousarray(arr[:60]), folder / name)
+    work, splits, folder = _la_case_with_60_slices(layouts, tmp_path)
     log = tmp_path / "job.log"
     run_logged(str(log), _run, "LA", "raw", work, splits, tmp_path / "out")
     line = f"WARNING: {folder / 'lgemri.nrrd'} has 60 slices along z; real LA volumes have 88"
