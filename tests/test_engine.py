@@ -19,8 +19,8 @@ def test_learning_rate_policies():
     assert learning_rate(0, step) == 0.01 and learning_rate(2499, step) == 0.01
     assert learning_rate(2500, step) == pytest.approx(0.001) and learning_rate(5000, step) == pytest.approx(1e-4)
     poly = {"lr": 0.01, "lr_policy": "poly", "iterations": 100, "poly_power": 0.9}
-    assert learning_rate(0, poly) == 0.01
-    assert learning_rate(50, poly) == pytest.approx(0.01 * 0.5**0.9)
+    assert learning_rate(0, poly) == learning_rate(1, poly) == 0.01  # SSL4MIS: set after the step, from its count
+    assert learning_rate(51, poly) == pytest.approx(0.01 * 0.5**0.9)
     assert learning_rate(7, {"lr": 0.02, "lr_policy": "constant"}) == 0.02
     with pytest.raises(ValueError, match="lr_policy"):
         learning_rate(0, {"lr": 0.01, "lr_policy": "cosine"})
