@@ -156,6 +156,10 @@ def test_sassnet_3d_step_matches_train_gan_sdfloss(golden_dir, monkeypatch):
         np.testing.assert_allclose(value.detach().numpy(), after[f"D.{name}"].numpy(), rtol=0,
                                    atol=ADAM_ATOL_OF_LR * hp["D_lr"], err_msg=name)
     assert_running_stats(method.network, pairs, after)
+    with torch.no_grad():  # the discriminator step's input: the updated segmenter in eval mode
+        method.network.eval()
+        _, sdm, _ = method.network.heads(torch.from_numpy(arrays["image"]))
+    np.testing.assert_allclose(sdm.numpy(), arrays["sdm_discriminator_input"], rtol=0, atol=1e-5)
 
 
 def test_dtc_3d_step_matches_train_la_dtc(golden_dir, monkeypatch):
