@@ -86,3 +86,20 @@ def test_warnings_reach_log_and_console(tmp_path, capsys):
     assert capsys.readouterr().err == "WARNING: LA case X has 44 slices, not 88\n"
     warn("outside a job")  # stderr only, once
     assert capsys.readouterr().err == "WARNING: outside a job\n"
+
+
+def test_only_training_and_evaluation_are_retried():
+    """Per-rule retries: every rule but train/evaluate sets ``retries: 0`` (its failures are bad input or
+    config), so the profiles' ``retries`` apply to the jobs that a second attempt can fix."""
+    import re
+
+    from conftest import ROOT
+
+    transient = {"train", "evaluate", "evaluate_released"}
+    for path in sorted((ROOT / "rules").glob("*.smk")):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", path.read_text(), flags=re.M):
+            retries = re.search(r"^    retries: (\d+)", body, flags=re.M)
+            if name in transient:
+                assert retries is None, f"{path.name}: rule {name} must take the profile's retries"
+            else:
+                assert retries and retries.group(1) == "0", f"{path.name}: rule {name} needs retries: 0"
