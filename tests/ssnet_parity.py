@@ -1,8 +1,6 @@
-"""Shared by the SS-Net step parity generator (``tests/golden/make_ssnet_steps.py``) and its test.
+"""Shared by the SS-Net step parity generator (``tests/golden/make_ssnet_steps.py``) and its test (the
+synthetic weights and [norm, sum] statistics are :mod:`parity_common`'s).
 
-- :func:`synthetic_state`: the weights of a case, regenerated from (tensor names and shapes, seed) so the
-  vectors need not store them: one float64 uniform draw per tensor, in reference state-dict order.
-- :func:`tensor_stats`: per-tensor [L2 norm, sum] in float64 (gradients, weight updates, buffers).
 - :class:`DrawRecorder` / :class:`DrawReplayer`: the random draws of a training step (dropout noise of
   ``F.dropout`` / ``F.dropout3d`` and ``torch.rand``, the VAT direction), recorded on the reference side
   and replayed on ours, so that parity does not depend on the torch version's random streams.
@@ -12,7 +10,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Iterator
 
 import numpy as np
@@ -22,44 +19,24 @@ import torch.nn.functional as F
 DROPOUT_FUNCTIONS = ("dropout", "dropout3d")
 
 
-# ----------------------------------------------------------------------------------------- weights
-def _draw(name: str, shape: tuple[int, ...], u: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """Map uniform [0, 1) draws ``u`` (float64) to a value range suited to the tensor's role."""
-    kind = name.rsplit(".", 1)[-1]
-    if len(shape) > 1:  # conv / linear weight: uniform with variance 1 / fan
-        bound = math.sqrt(3.0 / int(np.prod(shape[1:])))
-        return (2 * u - 1) * bound * (logit_scale if "out_conv" in name else 1.0)
-    if kind in ("weight", "running_var"):  # BatchNorm scale, running variance
-        return 0.5 + u
-    return 0.2 * u - 0.1  # biases, running means
-
-
-def synthetic_state(entries: list[tuple[str, list[int]]], seed: int, logit_scale: float) -> dict:
-    """A state dict for the (name, shape) ``entries`` in order: one float64 draw from a generator seeded
-    with ``seed`` per tensor, mapped by :func:`_draw`, cast to float32; ``num_batches_tracked`` = 0.
-    ``logit_scale`` widens the output conv (confident predictions, clear argmax margins)."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in entries:
-        shape = tuple(shape)
-        if name.endswith("num_batches_tracked"):
-            state[name] = torch.zeros(shape, dtype=torch.int64)
-            continue
-        u = torch.rand(shape, generator=g, dtype=torch.float64)
-        state[name] = _draw(name, shape, u, logit_scale).to(torch.float32)
-    return state
-
-
-def tensor_stats(tensors) -> np.ndarray:
-    """(n, 2) float64: [L2 norm, sum] of each tensor (a missing gradient counts as zeros)."""
-    rows = []
-    for t in tensors:
-        t = torch.zeros(1) if t is None else t.detach().double()
-        rows.append([float(torch.linalg.vector_norm(t)), float(t.sum())])
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
-
-
 # ------------------------------------------------------------------------------------ random draws
+@contextlib.contextmanager
+def _replaced_draws(dropout_for, rand) -> Iterator[None]:
+    """``F.dropout`` / ``F.dropout3d`` replaced by ``dropout_for(name, original)`` and ``torch.rand`` by
+    ``rand`` within the block; the originals restored after it."""
+    originals = {name: getattr(F, name) for name in DROPOUT_FUNCTIONS}
+    original_rand = torch.rand
+    try:
+        for name in DROPOUT_FUNCTIONS:
+            setattr(F, name, dropout_for(name, originals[name]))
+        torch.rand = rand
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(F, name, original)
+        torch.rand = original_rand
+
+
 class DrawRecorder:
     """Within :meth:`active`, dropout (p > 0, train mode) and ``torch.rand`` run as usual and are
     recorded in call order: ``events`` (kind, shape, p), ``masks`` (bool keep-masks of the dropout noise)
@@ -77,12 +54,9 @@ class DrawRecorder:
 
     @contextlib.contextmanager
     def active(self) -> Iterator["DrawRecorder"]:
-        originals = {name: getattr(F, name) for name in DROPOUT_FUNCTIONS}
         original_rand = torch.rand
 
-        def recording(name):
-            original = originals[name]
-
+        def recording(name, original):
             def dropout(input, p=0.5, training=True, inplace=False):
                 if not training or p == 0:
                     return original(input, p, training, inplace)
@@ -100,15 +74,8 @@ class DrawRecorder:
             self.uniforms.append(out.numpy().copy())
             return out.to(self.rand_dtype)
 
-        try:
-            for name in DROPOUT_FUNCTIONS:
-                setattr(F, name, recording(name))
-            torch.rand = rand
+        with _replaced_draws(recording, rand):
             yield self
-        finally:
-            for name, original in originals.items():
-                setattr(F, name, original)
-            torch.rand = original_rand
 
 
 def noise_shape(kind: str, input: torch.Tensor) -> tuple[int, ...]:
@@ -139,13 +106,9 @@ class DrawReplayer:
 
     @contextlib.contextmanager
     def active(self) -> Iterator["DrawReplayer"]:
-        originals = {name: getattr(F, name) for name in DROPOUT_FUNCTIONS}
-        original_rand = torch.rand
         masks, uniforms = iter(self.masks), iter(self.uniforms)
 
-        def replaying(name):
-            original = originals[name]
-
+        def replaying(name, original):
             def dropout(input, p=0.5, training=True, inplace=False):
                 if not training or p == 0:
                     return original(input, p, training, inplace)
@@ -161,15 +124,8 @@ class DrawReplayer:
             self._next("rand", shape, None)
             return torch.from_numpy(next(uniforms).copy()).to(self.rand_dtype)
 
-        try:
-            for name in DROPOUT_FUNCTIONS:
-                setattr(F, name, replaying(name))
-            torch.rand = rand
+        with _replaced_draws(replaying, rand):
             yield self
-        finally:
-            for name, original in originals.items():
-                setattr(F, name, original)
-            torch.rand = original_rand
         assert self.position == len(self.events), f"{len(self.events) - self.position} recorded draws unused"
 
 

@@ -8,10 +8,9 @@ running statistics after the step.
 """
 
 import pytest
-import torch
 
-from urpc_mcnet_parity import (assert_norms_close, engine_step, load_case, load_reference_weights, mcnet2d_pairs,
-                               mcnet3d_pairs, method_for, norms_by_reference, prefixed)
+from parity_common import assert_norms_close
+from urpc_mcnet_parity import assert_buffers_after, mcnet2d_pairs, mcnet3d_pairs, norms_by_reference, reference_step
 
 LOSS_RTOL = 2e-6
 CASES = {
@@ -26,17 +25,8 @@ CASES = {
 def step(request, golden_dir):
     case = request.param
     dataset, network, pairs_of = CASES[case]
-    record, tensors = load_case(golden_dir, f"mcnet_{case}")
-    method, cfg = method_for(dataset, "mcnet", network(record))
-    pairs = pairs_of(method.network)
-    load_reference_weights(method.network, pairs, prefixed(tensors, "weights."))
-    before = {k: p.detach().clone() for k, p in method.named_parameters()}
-    inputs = prefixed(tensors, "input.")
-    output, total, grads = engine_step(method, inputs["image"], inputs["label"][:record["n_labelled"]],
-                                       record["iter_num_before_step"], record["step_seed"], cfg["training"])
-    updates = {k: p.detach() - before[k] for k, p in method.named_parameters()}
-    return {"case": case, "record": record, "tensors": tensors, "method": method, "pairs": pairs, "output": output,
-            "total": total, "grads": grads, "updates": updates, "training": cfg["training"]}
+    return {"case": case, **reference_step(golden_dir, f"mcnet_{case}", dataset, "mcnet", network, pairs_of,
+                                           "iter_num_before_step")}
 
 
 def test_config_matches_the_reference_script(step):
@@ -66,11 +56,4 @@ def test_sgd_update_norms(step):
 
 
 def test_batchnorm_statistics_after_the_step(step):
-    ours = {r: step["method"].network.state_dict()[o] for r, o in step["pairs"]}
-    expected = prefixed(step["tensors"], "buffers_after.")
-    assert expected
-    for key, value in expected.items():
-        if value.is_floating_point():
-            torch.testing.assert_close(ours[key], value, rtol=1e-5, atol=1e-6, msg=key)
-        else:
-            assert int(ours[key]) == int(value), key
+    assert_buffers_after(step)

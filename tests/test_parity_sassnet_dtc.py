@@ -162,14 +162,20 @@ def test_sassnet_3d_step_matches_train_gan_sdfloss(golden_dir, monkeypatch):
     np.testing.assert_allclose(sdm.numpy(), arrays["sdm_discriminator_input"], rtol=0, atol=1e-5)
 
 
-def test_dtc_3d_step_matches_train_la_dtc(golden_dir, monkeypatch):
-    record, arrays, state = load_case(golden_dir, "dtc_3d")
+def dtc_step(golden_dir, monkeypatch, case: str, dim: int):
+    """(record, our DTC method after the step, reference pairs, the step's row) of ``case``, built with its
+    hyper-parameters; the SDM target is checked first."""
+    record, arrays, state = load_case(golden_dir, case)
     hp = record["hyper_parameters"]
-    method, pairs = build("dtc", 3, record, state, consistency=hp["consistency"],
+    method, pairs = build("dtc", dim, record, state, consistency=hp["consistency"],
                           consistency_rampup=hp["consistency_rampup"], sdm_weight=hp["beta"],
                           transform_k=hp["transform_k"])
     assert_sdm_target(method, arrays)
-    row = engine_step(method, 3, record, arrays, monkeypatch)
+    return record, method, pairs, engine_step(method, dim, record, arrays, monkeypatch)
+
+
+def test_dtc_3d_step_matches_train_la_dtc(golden_dir, monkeypatch):
+    record, method, pairs, row = dtc_step(golden_dir, monkeypatch, "dtc_3d", 3)
     assert row["lr"] == pytest.approx(record["lr"], rel=1e-12)
     assert_losses(row, record, {"loss": "loss", "loss_dice": "loss_seg_dice", "loss_sdm": "loss_sdf",
                                 "loss_ce": "loss_seg_bce", "loss_consistency": "consistency_loss",
@@ -184,13 +190,7 @@ def test_dtc_2d_step_matches_ssl4mis_pr37(golden_dir, monkeypatch):
     """2D: the unmerged SSL4MIS PR #37 script. The lr is not compared: SSL4MIS sets the poly lr after each
     step from the old count, so its iteration t >= 1 runs at lr (1 - (t - 1) / T)^0.9, one iteration
     behind the engine's poly schedule (a relative 3e-5 at t = 2999)."""
-    record, arrays, state = load_case(golden_dir, "dtc_2d")
-    hp = record["hyper_parameters"]
-    method, pairs = build("dtc", 2, record, state, consistency=hp["consistency"],
-                          consistency_rampup=hp["consistency_rampup"], sdm_weight=hp["beta"],
-                          transform_k=hp["transform_k"])
-    assert_sdm_target(method, arrays)
-    row = engine_step(method, 2, record, arrays, monkeypatch)
+    record, method, pairs, row = dtc_step(golden_dir, monkeypatch, "dtc_2d", 2)
     assert_losses(row, record, {"loss": "loss", "loss_dice": "loss_dice", "loss_sdm": "loss_sdf",
                                 "loss_ce": "loss_ce", "loss_consistency": "consistency_loss",
                                 "consistency_weight": "consistency_weight"})

@@ -26,7 +26,8 @@ from ssnet.engine.trainer import Trainer
 from ssnet.methods import get_method_class, parse_params
 from ssnet.networks import load_reference_state
 from ssnet.networks.reference_names import heads_key_pairs, network_key_pairs
-from ssnet_parity import synthetic_state, tensor_stats, unpack_draws
+from parity_common import synthetic_state, tensor_stats
+from ssnet_parity import unpack_draws
 
 DATASETS = {"3d": "LA", "2d": "ACDC"}
 # our log name -> the reference's SummaryWriter tag

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from uamt_parity import assert_stats, case_method, engine_step, load_case, ordered, tensor_stats
+from parity_common import assert_stats, tensor_stats
+from uamt_parity import assert_buffer_stats, assert_student_step, case_method, engine_step, load_case, ordered
 
 # Losses agree to float32 rounding; gradients and BatchNorm statistics to summation order.
 LOSS = dict(rtol=1e-6, atol=1e-7)
@@ -46,13 +47,7 @@ def test_losses_mask_and_weight(stepped):
 
 def test_student_gradients_and_sgd_update(stepped):
     meta, arrays, method, _, _ = stepped
-    params = ordered(method.network, meta["parameters"])
-    assert_stats(tensor_stats([p.grad for p in params]), arrays["grad_stats"], meta["parameters"], "gradients",
-                 **GRAD)
-    for name in meta["full_grads"]:
-        ours = ordered(method.network, [name])[0].grad.numpy()
-        np.testing.assert_allclose(ours, arrays[f"grad_full/{name}"], rtol=1e-5, atol=1e-8, err_msg=name)
-    assert_stats(tensor_stats(params), arrays["student_after_param_stats"], meta["parameters"], "student", **WEIGHT)
+    assert_student_step(method.network, meta, arrays, "student", GRAD, WEIGHT)
 
 
 def test_teacher_ema_update_and_batchnorm(stepped):
@@ -63,9 +58,7 @@ def test_teacher_ema_update_and_batchnorm(stepped):
     assert_stats(tensor_stats(teacher), arrays["teacher_after_param_stats"], meta["parameters"], "teacher",
                  **WEIGHT)
     for network, prefix in [(method.teacher, "teacher_after"), (method.network, "student_after")]:
-        buffers = [b.double() for b in ordered(network, meta["buffers"], buffers=True)]
-        assert_stats(tensor_stats(buffers), arrays[f"{prefix}_buffer_stats"], meta["buffers"], f"{prefix} buffers",
-                     rtol=1e-5, atol=1e-6)
+        assert_buffer_stats(network, meta, arrays, prefix, f"{prefix} buffers")
 
 
 @pytest.mark.parametrize("dim", [3, 2])

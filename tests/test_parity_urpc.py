@@ -14,34 +14,20 @@ import numpy as np
 import pytest
 import torch
 
-from urpc_mcnet_parity import (assert_norms_close, engine_step, load_case, load_reference_weights, method_for,
-                               norms_by_reference, prefixed, urpc2d_pairs)
+from parity_common import assert_norms_close, fingerprint
+from urpc_mcnet_parity import (assert_buffers_after, engine_step, load_case, method_for, norms_by_reference, prefixed,
+                               reference_step, urpc2d_pairs)
 
 LOSS_RTOL = 2e-6
-
-
-def fingerprint(t: torch.Tensor) -> list[float]:
-    """The generator's gradient fingerprint: [L2 norm, sum(t * cos(0.7 i)), sum(max(t, 0))] in float64."""
-    flat = t.detach().double().flatten()
-    weights = torch.cos(0.7 * torch.arange(flat.numel(), dtype=torch.float64))
-    return [float(flat.norm()), float((flat * weights).sum()), float(flat.clamp(min=0).sum())]
 
 
 # ------------------------------------------------------------------------------------------ 2D
 @pytest.fixture(scope="module")
 def step2d(golden_dir):
-    record, tensors = load_case(golden_dir, "urpc_2d")
-    network = {"channels": record["network"]["feature_chns"], "dropout": record["network"]["dropout"]}
-    method, cfg = method_for("ACDC", "urpc", network)
-    pairs = urpc2d_pairs(method.network)
-    load_reference_weights(method.network, pairs, prefixed(tensors, "weights."))
-    before = {k: p.detach().clone() for k, p in method.named_parameters()}
-    inputs = prefixed(tensors, "input.")
-    output, total, grads = engine_step(method, inputs["image"], inputs["label"][:record["n_labelled"]],
-                                       record["iter_num"], record["step_seed"], cfg["training"])
-    updates = {k: p.detach() - before[k] for k, p in method.named_parameters()}
-    return {"record": record, "tensors": tensors, "method": method, "pairs": pairs, "output": output, "total": total,
-            "grads": grads, "updates": updates, "training": cfg["training"]}
+    def network(record):
+        return {"channels": record["network"]["feature_chns"], "dropout": record["network"]["dropout"]}
+
+    return reference_step(golden_dir, "urpc_2d", "ACDC", "urpc", network, urpc2d_pairs, "iter_num")
 
 
 def test_2d_config_matches_the_reference_script(step2d):
@@ -69,11 +55,7 @@ def test_2d_gradient_and_update_norms(step2d):
 
 
 def test_2d_batchnorm_statistics_after_the_step(step2d):
-    ours = {r: step2d["method"].network.state_dict()[o] for r, o in step2d["pairs"]}
-    expected = prefixed(step2d["tensors"], "buffers_after.")
-    assert expected
-    for key, value in expected.items():
-        torch.testing.assert_close(ours[key].to(value.dtype), value, rtol=1e-5, atol=1e-6, msg=key)
+    assert_buffers_after(step2d)
 
 
 # ------------------------------------------------------------------------------------------ 3D

@@ -1,26 +1,24 @@
-"""Shared by the UA-MT / supervised parity generator (``tests/golden/make_uamt.py``) and tests.
+"""Test-side helpers of the UA-MT / supervised parity vectors (``tests/golden/make_uamt.py``); the
+synthetic weights and [norm, sum] statistics are :mod:`parity_common`'s.
 
-- :func:`synthetic_state`: the weights of a case, regenerated from (tensor names and shapes, seed) so the
-  vectors need not store them: a deterministic draw per tensor in reference state-dict order.
 - :func:`ssnet_name` / :func:`to_ssnet_names`: UA-MT's flat VNet keys (``block_one.conv.0.weight``) to
   the SS-Net reference keys that :func:`ssnet.networks.load_reference_state` maps
   (``encoder.block_one.conv.0.weight``); SSL4MIS's UNet keys already are SS-Net's.
-- :func:`tensor_stats`: per-tensor [L2 norm, sum] in float64, the form gradients and updated weights
-  are compared in.
 - Test side: :func:`load_case`, :func:`case_method` (our method from config.yaml with the case's
-  weights), :func:`engine_step` (one ``Trainer.step``), :func:`ordered`, :func:`assert_stats`.
+  weights), :func:`engine_step` (one ``Trainer.step``), :func:`ordered`, :func:`assert_student_step`,
+  :func:`assert_buffer_stats`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from parity_common import assert_stats, synthetic_state, tensor_stats
 from ssnet.config import labelled_values, load_config, run_config
 from ssnet.datasets import get_dataset
 from ssnet.engine import trainer as trainer_module
@@ -36,38 +34,6 @@ UAMT_DECODER_BLOCKS = ("block_five_up", "block_six", "block_six_up", "block_seve
                        "block_eight", "block_eight_up", "block_nine", "out_conv")
 
 
-def _draw(name: str, shape: tuple[int, ...], u: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """Map uniform [0, 1) draws ``u`` (float64) to a value range suited to the tensor's role."""
-    kind = name.rsplit(".", 1)[-1]
-    if len(shape) > 1:  # conv / transposed-conv weight: uniform with variance 1 / fan
-        bound = math.sqrt(3.0 / int(np.prod(shape[1:])))
-        return (2 * u - 1) * bound * (logit_scale if "out_conv" in name else 1.0)
-    if kind == "weight":  # BatchNorm scale
-        return 0.5 + u
-    if kind == "running_var":
-        return 0.5 + u
-    return 0.2 * u - 0.1  # biases, running means
-
-
-def synthetic_state(entries: list[tuple[str, list[int]]], seed: int, logit_scale: float) -> dict:
-    """A state dict for the (name, shape) ``entries`` in order: one float64 draw from a generator seeded
-    with ``seed`` per tensor, mapped by :func:`_draw` and cast to float32; ``num_batches_tracked`` = 0.
-
-    ``logit_scale`` widens the output conv so that some pixels are confident (entropy below the UA-MT
-    threshold) and others are not.
-    """
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in entries:
-        shape = tuple(shape)
-        if name.endswith("num_batches_tracked"):
-            state[name] = torch.zeros(shape, dtype=torch.int64)
-            continue
-        u = torch.rand(shape, generator=g, dtype=torch.float64)
-        state[name] = _draw(name, shape, u, logit_scale).to(torch.float32)
-    return state
-
-
 def ssnet_name(key: str) -> str:
     """A UA-MT VNet key -> the SS-Net VNet key (``encoder.`` / ``decoder.`` prefix); SS-Net-style keys
     (SSL4MIS UNet, already ``encoder.*`` / ``decoder.*``) are returned unchanged."""
@@ -79,12 +45,6 @@ def ssnet_name(key: str) -> str:
 def to_ssnet_names(state: dict) -> dict:
     """:func:`ssnet_name` applied to every key of a state dict."""
     return {ssnet_name(k): v for k, v in state.items()}
-
-
-def tensor_stats(tensors: list[torch.Tensor]) -> np.ndarray:
-    """(N, 2) float64: [L2 norm, sum] of each tensor, computed in float64."""
-    return np.array([[float(t.detach().double().norm()), float(t.detach().double().sum())] for t in tensors],
-                    dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------- test side
@@ -146,9 +106,19 @@ def ordered(network, names: list[str], buffers: bool = False) -> list[torch.Tens
     return [ours[mapping[ssnet_name(n)]] for n in names]
 
 
-def assert_stats(ours: np.ndarray, ref: np.ndarray, names: list[str], what: str, rtol: float, atol: float) -> None:
-    """Per-tensor [L2 norm, sum]: |a - b| <= rtol * |b| + atol * (1 + norm_b)."""
-    bound = rtol * np.abs(ref) + atol * (1.0 + ref[:, :1])
-    bad = np.argwhere(np.abs(ours - ref) > bound)
-    detail = [f"{names[i]} {['norm', 'sum'][j]}: ours {ours[i, j]:.9g} ref {ref[i, j]:.9g}" for i, j in bad[:8]]
-    assert not len(bad), f"{what}: {len(bad)} mismatches\n" + "\n".join(detail)
+def assert_student_step(network, meta: dict, arrays: dict, what: str, grad_tol: dict, weight_tol: dict) -> None:
+    """The student's gradients ([norm, sum] per parameter; the output conv's in full) and its weights after
+    the SGD step (``what``: their name in failure messages) against the case's arrays."""
+    params = ordered(network, meta["parameters"])
+    assert_stats(tensor_stats([p.grad for p in params]), arrays["grad_stats"], meta["parameters"], "gradients",
+                 **grad_tol)
+    for name in meta["full_grads"]:
+        ours = ordered(network, [name])[0].grad.numpy()
+        np.testing.assert_allclose(ours, arrays[f"grad_full/{name}"], rtol=1e-5, atol=1e-8, err_msg=name)
+    assert_stats(tensor_stats(params), arrays["student_after_param_stats"], meta["parameters"], what, **weight_tol)
+
+
+def assert_buffer_stats(network, meta: dict, arrays: dict, prefix: str, what: str) -> None:
+    """BatchNorm buffers' [norm, sum] against ``arrays[prefix + '_buffer_stats']`` (rtol 1e-5, atol 1e-6)."""
+    buffers = [b.double() for b in ordered(network, meta["buffers"], buffers=True)]
+    assert_stats(tensor_stats(buffers), arrays[f"{prefix}_buffer_stats"], meta["buffers"], what, rtol=1e-5, atol=1e-6)

@@ -24,14 +24,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-import torch.optim as optim
-from torch.nn.modules.loss import CrossEntropyLoss
 
-from urpc_mcnet_reference import (ReferenceScript, bn_buffers, compact_state, grad_norms, half_exact_,
-                                  import_reference, install_cuda_shims, scalars, sha256, software, update_norms)
+from urpc_mcnet_reference import (ReferenceScript, bn_buffers, fixed_weights, grad_norms, import_reference,
+                                  install_cuda_shims, loop_namespace, make_batch, scalars, sha256, software,
+                                  update_norms)
 
 HERE = Path(__file__).resolve().parent
 STEP_SEED, DATA_SEED, INIT_SEED = 1337, 7, 3
@@ -61,28 +58,14 @@ def build_model(case: str, mods: dict) -> torch.nn.Module:
     return model
 
 
-def make_batch(shape: tuple, n_classes: int, label_dtype: torch.dtype) -> dict:
-    """4 samples: image ~ N(0, 1); label = smoothed image bucketed into n_classes (the first 2 are labelled)."""
-    g = torch.Generator().manual_seed(DATA_SEED)
-    image = torch.randn(4, 1, *shape, generator=g)
-    pool = F.avg_pool3d if len(shape) == 3 else F.avg_pool2d
-    smooth = pool(image, 5, stride=1, padding=2, count_include_pad=False)[:, 0]
-    edges = torch.quantile(smooth.flatten(), torch.linspace(0, 1, n_classes + 1)[1:-1])
-    return {"image": image, "label": torch.bucketize(smooth, edges).to(label_dtype)}
-
-
 def run_case(case: str, code: Path, mods: dict) -> None:
     spec = CASES[case]
     script = ReferenceScript(code / spec["script"])
     torch.manual_seed(INIT_SEED)
     model = build_model(case, mods)
-    half_exact_(model, INIT_SEED)
-    state_before = compact_state(model)
-    params_before = {k: p.detach().clone() for k, p in model.named_parameters()}
-    batch = make_batch(spec["shape"], spec["n_classes"], spec["label_dtype"])
-    namespace = {"losses": mods["utils.losses"], "ramps": mods["utils.ramps"], "F": F, "optim": optim,
-                 "CrossEntropyLoss": CrossEntropyLoss}
-    ns = script.prepare(namespace, {"labeled_bs": 2, "batch_size": 4}, ["get_current_consistency_weight", "sharpening"],
+    state_before, params_before = fixed_weights(model, INIT_SEED)
+    batch = make_batch(spec["shape"], spec["n_classes"], spec["label_dtype"], DATA_SEED)
+    ns = script.prepare(loop_namespace(mods), {"labeled_bs": 2, "batch_size": 4}, ["get_current_consistency_weight", "sharpening"],
                         SETUP, {"model": model})
     model.train()
     sampled = {"image": batch["image"].clone(), "label": batch["label"].clone()}

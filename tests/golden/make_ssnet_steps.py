@@ -17,7 +17,7 @@ The scripts run with ``--consistency_rampup 0`` (lambda = w_max from the first i
 separation terms weigh in the gradients) and the batch sizes above; every other argument is the default.
 
 Writes numbers only: ``tests/golden/ssnet_steps_{3d,2d}.npz`` and ``ssnet_steps_manifest.json``.
-Weights are not stored: they are ``ssnet_parity.synthetic_state`` of the recorded (name, shape) list
+Weights are not stored: they are ``parity_common.synthetic_state`` of the recorded (name, shape) list
 and seed. The random draws of each iteration (dropout noise masks, the VAT direction's ``torch.rand``)
 are recorded in call order (the global generator is seeded with ``step_seeds[k]`` before iteration k)
 and replayed by the test. Labels are made from a first ("probe") run's predictions so that the
@@ -44,12 +44,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import importlib.machinery
 import importlib.util
 import json
 import os
-import platform
 import runpy
 import shutil
 import sys
@@ -59,11 +57,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from ssnet_parity import DrawRecorder, pack_draws, synthetic_state, tensor_stats  # noqa: E402
+from parity_common import (blobs, cuda_noop, environment, purge_reference_modules, sha256,  # noqa: E402
+                           synthetic_state, tensor_stats)
+from ssnet_parity import DrawRecorder, pack_draws  # noqa: E402
 
 LOGIT_SCALE = 4.0
 SAFE_MARGIN = 1e-4  # labelled pixels with a smaller top-2 softmax margin get a third class as label
@@ -160,10 +159,6 @@ def patched(obj, name: str, value):
         setattr(obj, name, original)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # ------------------------------------------------------------------------------------ the run
 class Recording:
     """What one run of a script recorded, per iteration (index k = 0, 1)."""
@@ -178,8 +173,7 @@ def run_script(code_dir: Path, case: dict, images: list, labels: list, state: di
                recorder: DrawRecorder) -> Recording:
     """Run ``case['script']`` as ``__main__`` on the given batches; return its :class:`Recording`."""
     rec = Recording(len(images))
-    for name in [m for m in sys.modules if m.split(".")[0] in ("networks", "utils", "dataloaders")]:
-        del sys.modules[name]
+    purge_reference_modules()
     sys.path.insert(0, str(code_dir))
     stubs = missing_module_stubs()
     saved_modules = {name: sys.modules.get(name) for name in stubs}
@@ -199,8 +193,8 @@ def run_script(code_dir: Path, case: dict, images: list, labels: list, state: di
                 (memory_module, "FeatureMemory", _memory_class(memory_module.FeatureMemory, rec)),
                 (torch.optim, "SGD", _sgd_class(rec)),
                 (torch.Tensor, "backward", _backward(torch.Tensor.backward, rec)),
-                (torch.Tensor, "cuda", lambda self, *a, **k: self),
-                (torch.nn.Module, "cuda", lambda self, *a, **k: self),
+                (torch.Tensor, "cuda", cuda_noop),
+                (torch.nn.Module, "cuda", cuda_noop),
                 (shutil, "copytree", lambda *a, **k: None),
             ]:
                 stack.enter_context(patched(target, name, value))
@@ -325,14 +319,6 @@ def _backward(original, rec: Recording):
 
 
 # ------------------------------------------------------------------------------------ inputs
-def blobs(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
-    """Smooth random images (B, 1, *S): Gaussian noise averaged over 5-wide windows, unit std."""
-    x = torch.randn(shape, generator=g, dtype=torch.float64)
-    pool = F.avg_pool3d if len(shape) == 5 else F.avg_pool2d
-    x = pool(x, 5, stride=1, padding=2, count_include_pad=False)
-    return ((x - x.mean()) / x.std()).to(torch.float32)
-
-
 def margins(logits: torch.Tensor) -> torch.Tensor:
     """Top-1 minus top-2 softmax probability per pixel: (B, C, *S) -> (B, *S)."""
     top = torch.softmax(logits.double(), dim=1).topk(2, dim=1).values
@@ -368,8 +354,7 @@ def build_reference_state(code_dir: Path, case: dict) -> tuple[list, dict]:
     """(state entries [name, shape], synthetic state) of the network the script builds."""
     sys.path.insert(0, str(code_dir))
     try:
-        for name in [m for m in sys.modules if m.split(".")[0] == "networks"]:
-            del sys.modules[name]
+        purge_reference_modules(("networks",))
         from networks.unet import UNet
         from networks.VNet import VNet
 
@@ -469,11 +454,6 @@ def check(case: dict, steps: list) -> None:
 
 
 # ------------------------------------------------------------------------------------ main
-def environment() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "machine": platform.machine(), "threads": torch.get_num_threads()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", type=Path, required=True, help="ycwu1997/SS-Net code/ folder")

@@ -12,7 +12,7 @@ Cases (one training step each, at iteration ``t`` of a fresh SGD optimiser, CPU,
 
 Writes numbers only: ``tests/golden/uamt_{3d,2d}.npz`` + ``uamt_manifest.json`` and
 ``supervised_{3d,2d}.npz`` + ``supervised_manifest.json``. Weights are not stored: they are
-``uamt_parity.synthetic_state`` of the recorded (name, shape) list and seeds. The reference's random
+``parity_common.synthetic_state`` of the recorded (name, shape) list and seeds. The reference's random
 draws (input noise, dropout masks) come from the global torch generator seeded with ``step_seed`` right
 before the loop body; a method that draws in the same order with the same modules replays them.
 
@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import json
-import platform
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,7 +39,7 @@ import torch.optim as optim
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from uamt_parity import synthetic_state, tensor_stats  # noqa: E402
+from parity_common import blobs, environment, import_reference, sha256, synthetic_state, tensor_stats  # noqa: E402
 
 STEP_SEED = 1337
 DATA_SEED = 7
@@ -51,18 +49,6 @@ FULL_GRADS = ("out_conv.weight", "out_conv.bias")  # stored in full (suffix matc
 
 
 # ------------------------------------------------------------------------------ reference loading
-def import_reference(code_dir: Path, modules: list[str]) -> dict:
-    """Import ``modules`` from ``code_dir`` (the repos share package names: purge them first)."""
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("networks", "utils", "dataloaders"):
-            del sys.modules[name]
-    sys.path.insert(0, str(code_dir))
-    try:
-        return {m: __import__(m, fromlist=["_"]) for m in modules}
-    finally:
-        sys.path.remove(str(code_dir))
-
-
 def script_parts(path: Path, functions: list[str], namespace: dict) -> SimpleNamespace:
     """The script's argparse ``args`` (defaults) and the named top-level functions, run from its source."""
     tree = ast.parse(path.read_text())
@@ -83,19 +69,7 @@ def script_parts(path: Path, functions: list[str], namespace: dict) -> SimpleNam
     return SimpleNamespace(**{k: ns[k] for k in ["args", *functions]})
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # ------------------------------------------------------------------------------------ inputs
-def blobs(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
-    """Smooth random images (B, 1, *S): Gaussian noise averaged over 5-wide windows, unit std."""
-    x = torch.randn(shape, generator=g, dtype=torch.float64)
-    pool = F.avg_pool3d if len(shape) == 5 else F.avg_pool2d
-    x = pool(x, 5, stride=1, padding=2, count_include_pad=False)
-    return ((x - x.mean()) / x.std()).to(torch.float32)
-
-
 def labels_from(image: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Integer labels (B, *S) by thresholding the image at n_classes - 1 levels."""
     levels = torch.linspace(-0.6, 0.6, n_classes - 1)
@@ -298,11 +272,6 @@ def run_case(name: str, case: dict, code_dir: Path) -> tuple[dict, dict]:
     meta["scalars"] = scalars
     meta["full_grads"] = sorted(k.split("/", 1)[1] for k in arrays if k.startswith("grad_full/"))
     return out, meta
-
-
-def environment() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "machine": platform.machine(), "threads": torch.get_num_threads()}
 
 
 def main() -> None:

@@ -27,15 +27,12 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-import torch.optim as optim
 from torch import nn
-from torch.nn.modules.loss import CrossEntropyLoss
 
-from urpc_mcnet_reference import (ReferenceScript, bn_buffers, compact_state, fingerprint, grad_norms, half_exact_,
-                                  import_reference, install_cuda_shims, scalars, sha256, software, update_norms)
+from urpc_mcnet_reference import (ReferenceScript, bn_buffers, fingerprint, fixed_weights, grad_norms,
+                                  import_reference, install_cuda_shims, loop_namespace, make_batch, scalars, sha256,
+                                  software, update_norms)
 
 HERE = Path(__file__).resolve().parent
 STEP_SEED, DATA_SEED, INIT_SEED = 1337, 7, 3
@@ -49,21 +46,6 @@ DV_SEMI_STAGES = (("1/8", "dropout1", "up_concat4", "up_concat3", "dsv4"),
                   ("1/4", "dropout2", "up_concat3", "up_concat2", "dsv3"),
                   ("1/2", "dropout3", "up_concat2", "up_concat1", "dsv2"),
                   ("1", "dropout4", "up_concat1", None, "dsv1"))
-
-
-def make_batch(shape: tuple, n_classes: int, label_dtype: torch.dtype) -> dict:
-    """4 samples: image ~ N(0, 1); label = smoothed image bucketed into n_classes (the first 2 are labelled)."""
-    g = torch.Generator().manual_seed(DATA_SEED)
-    image = torch.randn(4, 1, *shape, generator=g)
-    pool = F.avg_pool3d if len(shape) == 3 else F.avg_pool2d
-    smooth = pool(image, 5, stride=1, padding=2, count_include_pad=False)[:, 0]
-    edges = torch.quantile(smooth.flatten(), torch.linspace(0, 1, n_classes + 1)[1:-1])
-    return {"image": image, "label": torch.bucketize(smooth, edges).to(label_dtype)}
-
-
-def namespace(mods: dict) -> dict:
-    return {"losses": mods["utils.losses"], "ramps": mods["utils.ramps"], "F": F, "optim": optim,
-            "CrossEntropyLoss": CrossEntropyLoss}
 
 
 def small_unet_urpc(unet) -> nn.Module:
@@ -80,11 +62,9 @@ def run_2d(code: Path, mods: dict) -> None:
     script = ReferenceScript(code / SCRIPT_2D)
     torch.manual_seed(INIT_SEED)
     model = small_unet_urpc(mods["networks.unet"])
-    half_exact_(model, INIT_SEED)
-    state_before = compact_state(model)
-    params_before = {k: p.detach().clone() for k, p in model.named_parameters()}
-    batch = make_batch((32, 32), 4, torch.uint8)
-    ns = script.prepare(namespace(mods), {"labeled_bs": 2, "batch_size": 4}, ["get_current_consistency_weight"],
+    state_before, params_before = fixed_weights(model, INIT_SEED)
+    batch = make_batch((32, 32), 4, torch.uint8, DATA_SEED)
+    ns = script.prepare(loop_namespace(mods), {"labeled_bs": 2, "batch_size": 4}, ["get_current_consistency_weight"],
                         SETUP, {"model": model})
     model.train()
     ns = script.step(ns, {"image": batch["image"].clone(), "label": batch["label"].clone()}, 14999, STEP_SEED)
@@ -139,7 +119,7 @@ def run_3d(code: Path, mods: dict) -> None:
     script = ReferenceScript(code / SCRIPT_3D)
     torch.manual_seed(INIT_SEED)
     model = mods["networks.unet_3D_dv_semi"].unet_3D_dv_semi(feature_scale=16, n_classes=2, in_channels=1)
-    batch = make_batch((32, 16, 16), 2, torch.long)
+    batch = make_batch((32, 16, 16), 2, torch.long, DATA_SEED)
     design = design_of(model, batch["image"])
     outputs = []
 
@@ -151,8 +131,8 @@ def run_3d(code: Path, mods: dict) -> None:
         return rounded
 
     model.register_forward_hook(round_and_keep)
-    ns = script.prepare(namespace(mods), {"labeled_bs": 2, "batch_size": 4}, ["get_current_consistency_weight"],
-                        SETUP, {"model": model, "num_classes": 2})
+    ns = script.prepare(loop_namespace(mods), {"labeled_bs": 2, "batch_size": 4},
+                        ["get_current_consistency_weight"], SETUP, {"model": model, "num_classes": 2})
     model.train()
     ns = script.step(ns, {"image": batch["image"].clone(), "label": batch["label"].clone()}, 29999, STEP_SEED)
     tensors = {f"outputs.{k}": o.detach().half() for k, o in enumerate(outputs)}

@@ -12,42 +12,28 @@ its statements are executed unchanged:
   including ``optimizer.step()``.
 
 Environment shims: ``Tensor.cuda`` / ``Module.cuda`` return self; the model and the batch are the
-caller's (small networks of the reference's classes, synthetic data).
+caller's (small networks of the reference's classes, synthetic data: :func:`make_batch`).
+
+The reference import, the ``.cuda`` shims, ``sha256`` and ``fingerprint`` are ``tests/parity_common.py``'s
+(re-exported here; ``tests/`` is put on ``sys.path`` as the other generators do).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import hashlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import torch.optim as optim
 from torch import nn
+from torch.nn.modules.loss import CrossEntropyLoss
 
-
-def install_cuda_shims() -> None:
-    """``.cuda()`` is a no-op on tensors and modules (CPU run)."""
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
-    nn.Module.cuda = lambda self, *args, **kwargs: self
-
-
-def import_reference(code_dir: Path, modules: list[str]) -> dict:
-    """Import ``modules`` from ``code_dir`` (reference repositories share package names: purge them first)."""
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("networks", "utils", "dataloaders"):
-            del sys.modules[name]
-    sys.path.insert(0, str(code_dir))
-    try:
-        return {m: __import__(m, fromlist=["_"]) for m in modules}
-    finally:
-        sys.path.remove(str(code_dir))
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from parity_common import fingerprint, import_reference, install_cuda_shims, sha256  # noqa: E402,F401
 
 
 def _is_parser_statement(node: ast.stmt) -> bool:
@@ -112,7 +98,31 @@ class ReferenceScript:
         return ns
 
 
+# ------------------------------------------------------------------------------- inputs
+def make_batch(shape: tuple, n_classes: int, label_dtype: torch.dtype, seed: int) -> dict:
+    """4 samples: image ~ N(0, 1); label = smoothed image bucketed into n_classes (the first 2 are labelled)."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(4, 1, *shape, generator=g)
+    pool = F.avg_pool3d if len(shape) == 3 else F.avg_pool2d
+    smooth = pool(image, 5, stride=1, padding=2, count_include_pad=False)[:, 0]
+    edges = torch.quantile(smooth.flatten(), torch.linspace(0, 1, n_classes + 1)[1:-1])
+    return {"image": image, "label": torch.bucketize(smooth, edges).to(label_dtype)}
+
+
+def loop_namespace(mods: dict) -> dict:
+    """The names the loop bodies use besides the script's own: the reference's losses and ramps, F, optim,
+    CrossEntropyLoss."""
+    return {"losses": mods["utils.losses"], "ramps": mods["utils.ramps"], "F": F, "optim": optim,
+            "CrossEntropyLoss": CrossEntropyLoss}
+
+
 # ------------------------------------------------------------------------------- weights and stats
+def fixed_weights(model: nn.Module, seed: int) -> tuple[dict, dict]:
+    """:func:`half_exact_` with ``seed``; returns (:func:`compact_state`, {parameter name: copy}) before the step."""
+    half_exact_(model, seed)
+    return compact_state(model), {k: p.detach().clone() for k, p in model.named_parameters()}
+
+
 def half_exact_(model: nn.Module, seed: int) -> None:
     """Round every float parameter and buffer to float16 precision (so a float16 copy stores it exactly);
     BatchNorm affine parameters are first drawn from U(0.5, 1.5) (weight) and U(-0.2, 0.2) (bias)."""
@@ -145,14 +155,6 @@ def update_norms(before: dict, model: nn.Module) -> dict:
         if delta > 0:
             out[k] = delta
     return out
-
-
-def fingerprint(t: torch.Tensor) -> list[float]:
-    """[L2 norm, sum(t * cos(0.7 i)), sum(max(t, 0))] of a tensor in float64 (i = flat index): a compact
-    gradient check (a plain sum is useless for softmax gradients, which sum to 0 over the classes)."""
-    flat = t.detach().double().flatten()
-    weights = torch.cos(0.7 * torch.arange(flat.numel(), dtype=torch.float64))
-    return [float(flat.norm()), float((flat * weights).sum()), float(flat.clamp(min=0).sum())]
 
 
 def bn_buffers(model: nn.Module) -> dict:
