@@ -279,23 +279,24 @@ def check_la_axis_order(shape: Sequence[int], path) -> None:
                         f"(is it (Z, Y, X)?)")
 
 
-def check_intensity(image: np.ndarray, path, dataset: str, switch: str) -> None:
-    """Intensities of an imported release must look normalised: LA z-scored (|mean| <= 3, std in
-    [0.25, 5]), ACDC within [0, 1]; ``switch`` names the config key that turns the check off."""
+def check_intensity(image: np.ndarray, path, normalisation: str, switch: str) -> None:
+    """Intensities of an imported release must look normalised: ``zscore`` (the LA release: |mean| <= 3,
+    std in [0.25, 5]) or ``unit_range`` (the ACDC release: within [0, 1]); ``switch`` names the config
+    key that turns the check off."""
     off = f"if they are right, set {switch}: false"
-    if dataset == "LA":
+    if normalisation == "zscore":
         x = image.astype(np.float64, copy=False)
         mean, std = float(x.mean()), float(x.std())
         low, high = LA_ZSCORE_STD_RANGE
         if abs(mean) > LA_ZSCORE_MAX_ABS_MEAN or not low <= std <= high:
-            raise DataError(f"implausible intensities in {path}: image mean {mean:.4g}, std {std:.4g}, but the LA "
+            raise DataError(f"implausible intensities in {path}: image mean {mean:.4g}, std {std:.4g}, but the "
                             f"release is z-scored (|mean| <= {LA_ZSCORE_MAX_ABS_MEAN:g}, std in [{low:g}, {high:g}]): "
                             f"unnormalised data? ({off})")
-    elif dataset == "ACDC":
+    elif normalisation == "unit_range":
         lo, hi = float(image.min()), float(image.max())
         if lo < -UNIT_RANGE_TOL or hi > 1 + UNIT_RANGE_TOL:
             raise DataError(f"implausible intensities in {path}: image values span [{lo:.4g}, {hi:.4g}], but the "
-                            f"ACDC release is normalised to [0, 1]: unnormalised data? ({off})")
+                            f"release is normalised to [0, 1]: unnormalised data? ({off})")
 
 
 def check_same_geometry(image_path, label_path, image: Geometry, label: Geometry) -> None:

@@ -75,9 +75,10 @@ def acdc_slice_path(root: Path, name: str) -> Path:
 
 # --------------------------------------------------------------------------- checks
 def read_release_file(path: Path, ndim: int, label_values: Sequence[int], allow_empty: bool = False,
-                      intensity: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      intensity: tuple[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read and check one released h5 file (image float32, label uint8, same shape, values); with
-    ``intensity`` (a dataset name), also that the image looks normalised as that release is."""
+    ``intensity`` = (normalisation, switch), also that the image looks normalised as that release is
+    (:func:`ssnet.data.checks.check_intensity`)."""
     arrays = checks.read_h5(path)
     image, label = arrays["image"], arrays["label"]
     checks.check_dtype(image, path, "dataset 'image'", exact=IMAGE_DTYPES)
@@ -89,7 +90,7 @@ def read_release_file(path: Path, ndim: int, label_values: Sequence[int], allow_
                         f"{label.shape}")
     checks.check_image_values(image, path)
     if intensity:
-        checks.check_intensity(image, path, intensity, f"datasets.{intensity}.preprocessing.check_intensity")
+        checks.check_intensity(image, path, *intensity)
     checks.check_label_values(label, label_values, path, allow_empty=allow_empty)
     return image, label
 
@@ -112,17 +113,18 @@ def _no_duplicates(names: Sequence[str], what: str) -> None:
 
 
 # --------------------------------------------------------------------------- LA
-def validate_la_release(root: Path, case_ids: Sequence[str], check_intensity: bool = True,
+def validate_la_release(root: Path, case_ids: Sequence[str], intensity_switch: str | None = None,
                         origin: Mapping[str, str] | None = None) -> list[str]:
-    """Check every listed case (axis order (X, Y, Z); z-scored intensities unless ``check_intensity`` is
-    false); return warnings (z depth other than 88). ``origin``: case -> its split list, for messages."""
+    """Check every listed case (axis order (X, Y, Z); z-scored intensities when ``intensity_switch``, the
+    config key turning that check off, is given); return warnings (z depth other than 88). ``origin``:
+    case -> its split list, for messages."""
     _no_duplicates(case_ids, "LA case")
     paths = {cid: la_release_path(root, cid) for cid in case_ids}
     _missing(paths, root, "case", f"<ID>/{LA_RELEASE_FILE}", origin)
     warnings = []
     for cid, path in paths.items():
         image, _ = read_release_file(path, 3, checks.LA_RELEASE_LABEL_VALUES,
-                                     intensity="LA" if check_intensity else None)
+                                     intensity=("zscore", intensity_switch) if intensity_switch else None)
         checks.check_la_axis_order(image.shape, path)
         warning = checks.la_depth_warning(image.shape[2], path)
         if warning:
@@ -143,7 +145,8 @@ def write_la_release(root: Path, case_ids: Sequence[str], out: Path, manifest: M
 
 
 # --------------------------------------------------------------------------- ACDC
-def validate_acdc_release(root: Path, splits: dict[str, list[str]], check_intensity: bool = True) -> dict[str, int]:
+def validate_acdc_release(root: Path, splits: dict[str, list[str]],
+                          intensity_switch: str | None = None) -> dict[str, int]:
     """Check every listed volume and training slice; fills ``splits['train_slices']`` if absent.
 
     Val/test volumes must exist (they are evaluated). A train.list volume needs its slices only, as the
@@ -152,9 +155,9 @@ def validate_acdc_release(root: Path, splits: dict[str, list[str]], check_intens
     found. Returns the depth per volume. Whole volumes must contain foreground; single slices may be
     empty (apex/base). A slice must have its volume's in-plane shape (all slices of a volume alike),
     K in 1..Z, and equal the volume's K-th slice when both are present. Images must lie in [0, 1]
-    unless ``check_intensity`` is false.
+    when ``intensity_switch`` (the config key turning that check off) is given.
     """
-    intensity = "ACDC" if check_intensity else None
+    intensity = ("unit_range", intensity_switch) if intensity_switch else None
     checks.check_splits_disjoint(splits)
     volumes = acdc_volumes(splits)
     for v in volumes:

@@ -110,7 +110,7 @@ class ACDC(Dataset):
             slices = splits.get("train_slices") or [f"{v}_slice_1" for v in splits["train"]]
             require_layout(self.name, source, raw_dir, [acdc_volume_path(root, v) for v in volumes]
                            + [acdc_slice_path(root, s) for s in slices], "volume", len(volumes))
-            validate_acdc_release(root, splits, params.get("check_intensity", True))
+            validate_acdc_release(root, splits, self.intensity_switch(params))
         else:
             from ssnet.data.preprocess import acdc_root, validate_acdc
 

@@ -139,6 +139,12 @@ class Dataset:
         """
         raise self._missing("check_inputs")
 
+    def intensity_switch(self, params: Mapping[str, Any]) -> str | None:
+        """The config key of the release intensity check when it is on (``preprocessing.check_intensity``),
+        else None."""
+        on = params.get("check_intensity", True)
+        return f"datasets.{self.name}.preprocessing.check_intensity" if on else None
+
     def write_outputs(self, raw_dir: str | Path, splits: Mapping[str, list[str]], params: Mapping[str, Any],
                       source: str, out: Path, manifest) -> dict[str, int]:
         """Dataset-specific: write the preprocessed layout into ``out``, recording every input in

@@ -124,7 +124,7 @@ class LA(Dataset):
 
             root = la_release_root(raw_dir)
             require_layout(self.name, source, raw_dir, [la_release_path(root, c) for c in ids])
-            return validate_la_release(root, ids, params.get("check_intensity", True), _origin(splits))
+            return validate_la_release(root, ids, self.intensity_switch(params), _origin(splits))
         from ssnet.data.preprocess import la_root, validate_la
 
         root = la_root(raw_dir)
