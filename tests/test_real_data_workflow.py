@@ -40,6 +40,7 @@ def _overlay(layouts: Path, la_kind: str, acdc_kind: str) -> dict:
     return {
         "seeds": [1],
         "device": "cpu",
+        "schedule_profile": "uniform",  # the tiny schedule below over a method's own (e.g. 6,000 iterations)
         "datasets": {
             "LA": {
                 "source": la_kind, "raw_dir": str(layouts / "LA" / la_kind),
