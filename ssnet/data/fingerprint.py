@@ -57,13 +57,15 @@ def input_files(roots: Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def digest(roots: Iterable[str | os.PathLike], mode: str = "stat", settings: Mapping | None = None) -> str:
+def digest(roots: Iterable[str | os.PathLike], mode: str = "stat", settings: Mapping | None = None,
+           files: list[tuple[str, Path]] | None = None) -> str:
     """SHA-256 over ``settings`` (what else the check depends on, e.g. the source and preprocessing
-    parameters) and every input file's label and (size, mtime in ns) or (content SHA-256)."""
+    parameters) and every input file's label and (size, mtime in ns) or (content SHA-256).
+    ``files``: :func:`input_files` of ``roots`` when the caller has it already."""
     if mode not in MODES:
         raise ValueError(f"unknown fingerprint mode {mode!r}: expected one of {MODES}")
     h = hashlib.sha256(json.dumps([mode, settings or {}], sort_keys=True, default=str).encode())
-    for label, path in input_files(roots):
+    for label, path in input_files(roots) if files is None else files:
         try:
             if mode == "stat":
                 st = path.stat()
@@ -113,10 +115,11 @@ def check_and_fingerprint(dataset: str, raw_dir: str | os.PathLike, splits_dir: 
 
     _, summary = check_dataset(dataset, raw_dir, splits_dir, params, source)
     roots = [str(raw_dir), str(splits_dir)]
-    files = len(input_files(roots))
-    if files == 0:
+    files = input_files(roots)
+    if not files:
         raise DataError(f"no input files under {raw_dir}")
-    record = {"digest": digest(roots, mode, check_settings(source, params)), "mode": mode, "roots": roots, "files": files,
+    record = {"digest": digest(roots, mode, check_settings(source, params), files), "mode": mode, "roots": roots,
+              "files": len(files),
               "dataset": summary["dataset"], "source": source, "warnings": summary["warnings"]}
     write_json(out, record)
     return record
