@@ -180,3 +180,28 @@ def test_predict_volume_2d_batch_invariant(golden_dir, unet):
     many = predict_volume_2d(unet, image, batch_size=len(image) + 3)
     margin = np.load(golden_dir / "acdc_test.npz")["prediction_softmax_margin"]
     np.testing.assert_array_equal(one[margin >= MARGIN], many[margin >= MARGIN])
+
+
+# ------------------------------------------------------------------------------------ channels-last
+
+
+def test_channels_last_network_predicts_the_golden_volumes(sw_case, sw_arrays, small_vnet, golden_dir, unet):
+    """A network moved to channels-last (evaluation with ``channels_last: true``): the batches follow its
+    layout and the reference predictions come out (the same tolerances as the contiguous golden tests)."""
+    import copy
+
+    from ssnet.evaluation.inference import _input_layout
+
+    vnet = copy.deepcopy(small_vnet).to(memory_format=torch.channels_last_3d)
+    assert _input_layout(vnet) == torch.channels_last_3d and _input_layout(small_vnet) == torch.contiguous_format
+    image, ref_score = sw_arrays["pad_image"], sw_arrays["pad_score_map"]
+    pred, prob = sliding_window_predict(vnet, image, batch_size=3, **_sw_kwargs(sw_case))
+    np.testing.assert_allclose(prob, ref_score[0], rtol=1e-5, atol=1e-6)
+    ambiguous = np.abs(ref_score[0] - 0.5) < NEAR_HALF
+    np.testing.assert_array_equal(pred[~ambiguous], sw_arrays["pad_prediction"][~ambiguous])
+    unet_cl = copy.deepcopy(unet).to(memory_format=torch.channels_last)
+    assert _input_layout(unet_cl) == torch.channels_last
+    z = np.load(golden_dir / "acdc_test.npz")
+    pred2d = predict_volume_2d(unet_cl, z["image"], batch_size=2)
+    flippable = z["prediction_softmax_margin"] < MARGIN
+    np.testing.assert_array_equal(pred2d[~flippable], z["prediction"][~flippable])

@@ -72,3 +72,13 @@ def test_ramps_golden(manifest):
 def test_consistency_weight_scales_and_saturates():
     assert ramps.consistency_weight(0, 0.1, 200) == pytest.approx(0.1 * math.exp(-5), rel=1e-12)
     assert ramps.consistency_weight(10**6, 0.1, 200) == pytest.approx(0.1)
+
+
+def test_class_argmax_is_argmax_with_first_index_on_ties():
+    from ssnet.losses import class_argmax
+
+    scores = torch.tensor([[[0.2, 0.5, 0.5]], [[0.5, 0.5, 0.1]], [[0.3, 0.0, 0.4]]]).permute(1, 0, 2)  # (1, 3, 3)
+    assert class_argmax(scores).tolist() == [[1, 0, 0]]  # column 1: classes 0 and 1 tie -> 0
+    random = torch.softmax(torch.randn(2, 4, 5, 6, 7), dim=1)
+    assert torch.equal(class_argmax(random), random.argmax(dim=1))
+    assert torch.equal(class_argmax(random.contiguous(memory_format=torch.channels_last_3d)), random.argmax(dim=1))

@@ -16,7 +16,7 @@ from ssnet.engine.checkpoint import load_model
 from ssnet.evaluation.metrics import case_metrics_multiclass
 from ssnet.evaluation.predict import predict_case
 from ssnet.io import atomic_path, write_csv
-from ssnet.runtime import apply_cpu_allocator, resolve_device
+from ssnet.runtime import apply_cpu_allocator, memory_format, resolve_device
 
 COLUMNS = ["dataset", "method", "labelled", "seed", "case", "class", "dice", "jaccard", "hd95", "asd",
            "empty_prediction", "empty_ground_truth"]
@@ -40,7 +40,7 @@ def evaluate_run(model_path: str | Path, data_root: str | Path, out_csv: str | P
     apply_cpu_allocator(cfg, lambda line: print(line, file=sys.stderr, flush=True))
     dataset = get_dataset(cfg["dataset"])
     device = resolve_device(cfg["device"])
-    network = method.to(device).inference_network()
+    network = evaluation_network(method, cfg, device)
     inference = inference or cfg["inference"]
     test_cases = dataset.read_splits(Path(data_root) / "splits")["test"]
     rows, started, slices = [], time.perf_counter(), []
@@ -59,6 +59,13 @@ def evaluate_run(model_path: str | Path, data_root: str | Path, out_csv: str | P
         write_qualitative(predictions_out, slices)
     write_csv(out_csv, frame)
     return frame
+
+
+def evaluation_network(method, cfg: dict, device: torch.device) -> torch.nn.Module:
+    """The network that predicts: the method's inference network on ``device``, in the memory layout the
+    run was trained in (``channels_last``; the batches follow the weights' layout)."""
+    layout = memory_format(bool(cfg["channels_last"]), get_dataset(cfg["dataset"]).dim)
+    return method.to(device, memory_format=layout).inference_network()
 
 
 def qualitative_slice(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, axis: int):

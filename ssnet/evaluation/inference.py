@@ -23,6 +23,7 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
+from ssnet.losses import class_argmax
 from ssnet.modes import module_mode
 
 __all__ = [
@@ -126,6 +127,17 @@ def _resolve_device(model: torch.nn.Module, device) -> torch.device:
     return torch.device(device)
 
 
+def _input_layout(model: torch.nn.Module) -> torch.memory_format:
+    """The memory layout batches are given in: channels-last when the model's convolution weights are
+    (training and evaluation move the network there with ``channels_last: true``), else contiguous.
+    Weights that fit both layouts (one input channel, 1x1 kernels) do not decide."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and not m.weight.is_contiguous():
+            layout = torch.channels_last if m.weight.dim() == 4 else torch.channels_last_3d
+            return layout if m.weight.is_contiguous(memory_format=layout) else torch.contiguous_format
+    return torch.contiguous_format
+
+
 def _check_classes(logits: torch.Tensor, n_classes: int) -> None:
     if logits.shape[1] != n_classes:
         raise ValueError(f"model produced {logits.shape[1]} channels, expected n_classes={n_classes}")
@@ -158,12 +170,14 @@ def sliding_window_predict(
     padded, patch, widths, grid = _prepare_3d(image, patch, stride_xy, stride_z)
     dev = _resolve_device(model, device)
     px, py, pz = patch
+    layout = _input_layout(model)
     with module_mode(model, False), torch.inference_mode():
         volume = torch.from_numpy(padded).to(dev)
         score = torch.zeros(padded.shape, dtype=torch.float32, device=dev)
         for first in range(0, len(grid), batch_size):
             corners = grid[first : first + batch_size]
             batch = torch.stack([volume[x : x + px, y : y + py, z : z + pz] for x, y, z in corners]).unsqueeze(1)
+            batch = batch.contiguous(memory_format=layout)
             logits = _logits(model(batch))
             _check_classes(logits, n_classes)
             fg = F.softmax(logits, dim=1)[:, 1]
@@ -251,13 +265,15 @@ def predict_volume_2d(
         return prediction
     zoom_in, zoom_out = (th / h, tw / w), (h / th, w / tw)
     dev = _resolve_device(model, device)
+    layout = _input_layout(model)
     with module_mode(model, False), torch.inference_mode():
         for first in range(0, n_slices, batch_size):
             idx = range(first, min(first + batch_size, n_slices))
             slices = np.stack([scipy.ndimage.zoom(volume[i], zoom_in, order=0) for i in idx])
             batch = torch.from_numpy(slices.astype(np.float32, copy=False)).unsqueeze(1).to(dev)
+            batch = batch.contiguous(memory_format=layout)
             logits = _logits(model(batch))
-            labels = torch.argmax(torch.softmax(logits, dim=1), dim=1).cpu().numpy()
+            labels = class_argmax(torch.softmax(logits, dim=1)).cpu().numpy()
             for k, i in enumerate(idx):
                 prediction[i] = scipy.ndimage.zoom(labels[k], zoom_out, order=0)
     return prediction

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ssnet.losses import binary_dice_loss, dice_loss
+from ssnet.losses import binary_dice_loss, class_argmax, dice_loss
 from ssnet.methods.base import (
     Batch,
     DatasetSpec,
@@ -102,7 +102,7 @@ class SSNet(Method):
                           label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_sep_labelled, L_sep_unlabelled) from the decoder features (B, F, *S) of the batch."""
         p, heads, n_l = self.params, self.heads, label.shape[0]
-        prediction = probs.detach().argmax(dim=1)  # (B, *S)
+        prediction = class_argmax(probs.detach())  # (B, *S)
         flat_l = flatten_pixels(features[:n_l])
         label_flat = label.reshape(-1)
         correct = correct_foreground_mask(prediction[:n_l].reshape(-1), label_flat)

@@ -12,11 +12,27 @@ from torch import nn
 from .vnet import _check_spatial
 
 
+class LayoutIndependentDropout(nn.Dropout):
+    """``nn.Dropout`` whose element-wise mask does not depend on the input's memory layout.
+
+    On the CPU, ``F.dropout`` draws its Bernoulli noise in the input's memory order, so a channels-last
+    batch would get other masks than the same batch stored contiguously. Here a channels-last input in
+    train mode is multiplied by ``F.dropout(ones(shape))``: the noise of the contiguous layout, value for
+    value (``x * noise``, as ``F.dropout`` computes it). Other inputs go through ``F.dropout`` unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.is_contiguous() or x.device.type != "cpu":
+            return super().forward(x)
+        return x * F.dropout(torch.ones(x.shape, dtype=x.dtype, device=x.device), self.p, True)
+
+
 class DoubleConv(nn.Module):
     """Conv3x3-BN-LeakyReLU-Dropout(p)-Conv3x3-BN-LeakyReLU: (B, C_in, H, W) -> (B, C_out, H, W).
 
     The activations work in place on the BatchNorm output (which BatchNorm's backward does not need),
     so training keeps one tensor fewer per activation than the reference's; the values are identical.
+    The dropout draws the same masks in either memory layout (:class:`LayoutIndependentDropout`).
     """
 
     def __init__(self, in_ch: int, out_ch: int, dropout_p: float):
@@ -24,7 +40,7 @@ class DoubleConv(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
         self.norm1 = nn.BatchNorm2d(out_ch)
         self.act1 = nn.LeakyReLU(inplace=True)
-        self.dropout = nn.Dropout(dropout_p)
+        self.dropout = LayoutIndependentDropout(dropout_p)
         self.conv2 = nn.Conv2d(out_ch, out_ch, kernel_size=3, padding=1)
         self.norm2 = nn.BatchNorm2d(out_ch)
         self.act2 = nn.LeakyReLU(inplace=True)
