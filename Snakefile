@@ -23,6 +23,19 @@ include: "rules/released.smk"
 include: "rules/cost.smk"
 
 
+# ---- local job server (job_server: true; ssnet.jobserver) -----------------------------------------
+onstart:
+    start_job_server()
+
+
+onsuccess:
+    stop_job_server()
+
+
+onerror:
+    stop_job_server()
+
+
 # ---- target rules ------------------------------------------------------------------------------
 rule all:
     default_target: True

@@ -67,9 +67,6 @@ VARIANTS = {
     "ssnet-refexec": {"staged_backward": False, "recompute": "none", "vat_target": "separate"},
     "labelled-only": None,
 }
-# The reference implementation's SS-Net step on this machine, as given in the issue: (seconds, peak GB).
-REFERENCE_SSNET = {"la-small": (6.5, 3.2), "la-paper": (56.0, 12.8),
-                   "acdc-small": (3.7, 2.9), "acdc-paper": (26.0, 9.1)}
 
 
 # --------------------------------------------------------------------------- reference execution
@@ -306,18 +303,14 @@ PHASES = ["forward", "vat_passes", "backward_training", "backward_smoothness", "
 
 
 def format_table(results: list[dict]) -> str:
-    """Markdown: time and memory against the reference, then the share of each phase of the iteration."""
-    lines = ["| config | variant | runtime | batch | median s/iter | steps (s) | speed-up vs reference | peak GB "
-             "| peak / reference | max load |",
-             "|---|---|---|---|---:|---|---:|---:|---:|---:|"]
+    """Markdown: time and peak memory of each variant (against the official code: side_by_side.py), then
+    the share of each phase of the iteration."""
+    lines = ["| config | variant | runtime | batch | median s/iter | steps (s) | peak GB | max load |",
+             "|---|---|---|---|---:|---|---:|---:|"]
     for r in results:
-        ref_s, ref_gb = REFERENCE_SSNET[r["config"]]
-        ssnet = VARIANTS[r["variant"]] is not None
-        speed_up = f"{ref_s / r['median_s']:.2f}x" if ssnet else "-"
-        memory = f"{r['peak_gb'] / ref_gb:.2f}" if ssnet else "-"
         steps = ", ".join(f"{t:.2f}" for t in r["steps_s"])
         lines.append(f"| {r['config']} | {r['variant']} | {r['runtime']} | {r['batch']} | {r['median_s']:.2f} | "
-                     f"{steps} | {speed_up} | {r['peak_gb']:.2f} | {memory} | {r['load_1min']:.1f} |")
+                     f"{steps} | {r['peak_gb']:.2f} | {r['load_1min']:.1f} |")
     lines += ["", "| config | variant | runtime | " + " | ".join(PHASES) + " |",
               "|---|---|---|" + "---:|" * len(PHASES)]
     for r in results:

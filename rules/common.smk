@@ -85,6 +85,38 @@ _limit_gpu_jobs()
 if FIRST_PARSE and DEVICE.device == "cpu":
     _announce_cpu_cost()
 
+# The local job server process (ssnet.jobserver) while the workflow runs.
+JOB_SERVER = []
+
+
+def start_job_server():
+    """onstart: with ``job_server: true``, jobs start from one warm process (ssnet.jobserver) - only
+    when they run on this machine in this Python environment (no cluster executor, no --use-conda).
+    """
+    from ssnet import jobserver
+
+    if not config["job_server"]:
+        return
+    if workflow.global_resources["_nodes"].value is not None:
+        why = "jobs are submitted to a cluster"
+    elif workflow.deployment_settings.deployment_method:
+        why = "jobs run in their own software environments (--use-conda or similar)"
+    else:
+        why = ""
+        JOB_SERVER.append(
+            jobserver.start(workflow.basedir, lambda line: print(line, file=sys.stderr))
+        )
+    if why:
+        print(f"job server off: {why}", file=sys.stderr)
+
+
+def stop_job_server():
+    """onsuccess / onerror: stop the job server started by start_job_server."""
+    from ssnet import jobserver
+
+    while JOB_SERVER:
+        jobserver.stop(JOB_SERVER.pop())
+
 
 def _check_raw_data():
     missing = [

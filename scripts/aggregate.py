@@ -3,11 +3,10 @@
 import _project  # noqa: F401  (puts the project package on sys.path)
 
 from ssnet.jobs import run_job
-from ssnet.report.aggregate import aggregate
 
 run_job(
     snakemake,
-    aggregate,
+    "ssnet.report.aggregate:aggregate",
     snakemake.wildcards.dataset,
     list(snakemake.input.metrics),
     list(snakemake.input.info),

@@ -2,12 +2,11 @@
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
-from ssnet.data.fingerprint import check_and_fingerprint
 from ssnet.jobs import run_job
 
 run_job(
     snakemake,
-    check_and_fingerprint,
+    "ssnet.data.fingerprint:check_and_fingerprint",
     snakemake.wildcards.dataset,
     snakemake.input.raw,
     snakemake.input.splits,

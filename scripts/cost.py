@@ -4,12 +4,11 @@ import _project  # noqa: F401  (puts the project package on sys.path)
 
 from pathlib import Path
 
-from ssnet.cost import write_cost_report
 from ssnet.jobs import run_job
 
 run_job(
     snakemake,
-    write_cost_report,
+    "ssnet.cost:write_cost_report",
     snakemake.params.benchmarks,
     snakemake.input.info,
     snakemake.params.grid,

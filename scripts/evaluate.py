@@ -2,12 +2,11 @@
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
-from ssnet.evaluation.evaluate import evaluate_run
 from ssnet.jobs import run_job
 
 run_job(
     snakemake,
-    evaluate_run,
+    "ssnet.evaluation.evaluate:evaluate_run",
     snakemake.input.model,
     snakemake.input.data,
     snakemake.output[0],

@@ -3,11 +3,10 @@
 import _project  # noqa: F401  (puts the project package on sys.path)
 
 from ssnet.jobs import run_job
-from ssnet.released import import_released
 
 run_job(
     snakemake,
-    import_released,
+    "ssnet.released:import_released",
     snakemake.input.checkpoint,
     snakemake.wildcards.dataset,
     snakemake.wildcards.labelled,

@@ -3,11 +3,10 @@
 import _project  # noqa: F401  (puts the project package on sys.path)
 
 from ssnet.jobs import run_job
-from ssnet.report.aggregate import labelled_figures
 
 run_job(
     snakemake,
-    labelled_figures,
+    "ssnet.report.aggregate:labelled_figures",
     snakemake.wildcards.dataset,
     snakemake.wildcards.labelled,
     {key: list(snakemake.input[key]) for key in ("metrics", "info", "train_log", "val_log", "predictions")},

@@ -2,12 +2,11 @@
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
-from ssnet.data.synthetic import make_synthetic
 from ssnet.jobs import run_job
 
 run_job(
     snakemake,
-    make_synthetic,
+    "ssnet.data.synthetic:make_synthetic",
     snakemake.wildcards.dataset,
     snakemake.output.raw,
     snakemake.output.splits,

@@ -2,12 +2,11 @@
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
-from ssnet.data.preprocess import preprocess_dataset
 from ssnet.jobs import run_job
 
 run_job(
     snakemake,
-    preprocess_dataset,
+    "ssnet.data.preprocess:preprocess_dataset",
     snakemake.wildcards.dataset,
     snakemake.input.raw,
     snakemake.input.splits,

@@ -3,11 +3,10 @@
 import _project  # noqa: F401  (puts the project package on sys.path)
 
 from ssnet.jobs import run_job
-from ssnet.report.provenance import provenance
 
 run_job(
     snakemake,
-    provenance,
+    "ssnet.report.provenance:provenance",
     list(snakemake.input.info),
     dict(snakemake.params.config),
     dict(snakemake.output.items()),

@@ -3,11 +3,10 @@
 import _project  # noqa: F401  (puts the project package on sys.path)
 
 from ssnet.jobs import run_job
-from ssnet.report.aggregate import result_tables
 
 run_job(
     snakemake,
-    result_tables,
+    "ssnet.report.aggregate:result_tables",
     snakemake.wildcards.dataset,
     list(snakemake.input.metrics),
     list(snakemake.input.info),

@@ -3,11 +3,10 @@
 import _project  # noqa: F401  (puts the project package on sys.path)
 
 from ssnet.jobs import run_job
-from ssnet.report.provenance import summary
 
 run_job(
     snakemake,
-    summary,
+    "ssnet.report.provenance:summary",
     list(snakemake.input.tables),
     dict(snakemake.params.data_sources),
     snakemake.output[0],

@@ -2,17 +2,17 @@
 
 import _project  # noqa: F401  (puts the project package on sys.path)
 
-from ssnet.engine.trainer import RunOutputs, train
+from ssnet.engine.run_info import RunOutputs
 from ssnet.jobs import run_job
 
 out = snakemake.output
 run_job(
     snakemake,
-    train,
+    "ssnet.engine.trainer:train",
     snakemake.params.run,
     int(snakemake.wildcards.seed),
     snakemake.input.data,
-    RunOutputs(out.model, out.train_log, out.val_log, out.info),
+    RunOutputs(*(str(path) for path in (out.model, out.train_log, out.val_log, out.info))),
     snakemake.params.checkpoint_dir,
     threads=snakemake.threads,
 )

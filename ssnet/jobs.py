@@ -11,6 +11,7 @@ with the first attempt's paragraph instead of repeating the work (the per-rule `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -45,9 +46,23 @@ class Job:
         return Path(f"{self.log}.failed")
 
 
-def run_job(smk: Any, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``function(*args, **kwargs)`` as the job described by Snakemake's ``snakemake`` object."""
-    return run_logged(Job.of(smk), function, *args, **kwargs)
+def run_job(smk: Any, function: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function(*args, **kwargs)`` as the job described by Snakemake's ``snakemake`` object.
+
+    A function named ``"package.module:function"`` (what the scripts pass: they import nothing heavy)
+    runs in the local job server when one runs (:mod:`ssnet.jobserver`, ``job_server: true``), else -
+    and a callable always - in this process.
+    """
+    from ssnet import jobserver
+
+    job = Job.of(smk)
+    code = None if callable(function) else jobserver.submit(function, dataclasses.asdict(job), args, kwargs)
+    if code is None:
+        target = function if callable(function) else jobserver.resolve(function)
+        return run_logged(job, target, *args, **kwargs)
+    if code:
+        raise SystemExit(code)
+    return None
 
 
 def run_logged(job: Job | str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

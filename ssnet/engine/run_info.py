@@ -72,6 +72,16 @@ class RunInfo:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in optional or v is not None}
 
 
+@dataclass
+class RunOutputs:
+    """Files a training run writes (the Snakemake rule's outputs)."""
+
+    model: Path
+    train_log: Path
+    val_log: Path
+    info: Path
+
+
 def write(path: str | Path, info: RunInfo) -> None:
     """Write ``info`` as ``run_info.json`` (atomically)."""
     write_json(path, info.to_json())

@@ -11,7 +11,6 @@ import contextlib
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +22,7 @@ from ssnet.config import config_hash
 from ssnet.data.loading import BatchStream, read_sample, training_loader, training_split, training_stream
 from ssnet.datasets import get_dataset
 from ssnet.engine import run_info
+from ssnet.engine.run_info import RunOutputs
 from ssnet.engine.checkpoint import (
     build_method,
     git_commit,
@@ -46,16 +46,6 @@ from ssnet.seeding import seed_everything, seed_iteration, set_deterministic, wo
 
 class Preempted(SystemExit):
     """Raised after a checkpoint was written because the scheduler asked the job to stop."""
-
-
-@dataclass
-class RunOutputs:
-    """Files a training run writes (the Snakemake rule's outputs)."""
-
-    model: Path
-    train_log: Path
-    val_log: Path
-    info: Path
 
 
 class _StopFlag:

@@ -1,0 +1,172 @@
+"""Fork server for local runs: start each job from a warm process instead of a fresh interpreter.
+
+A pipeline job is a Python process that imports torch and the package before doing any work (about 3 s
+on a 2-core machine, longer than many demo jobs' work). With ``job_server: true`` the Snakefile starts
+one server per workflow run (:func:`start`): it imports the job functions' modules once and then forks
+one child per job. The job's own process (Snakemake's script) stays the job for Snakemake - its exit
+status, wall time and log - but hands its call to the server (:func:`submit`): the forked child takes the
+job's working directory and environment, runs :func:`ssnet.jobs.run_logged` exactly as the job would,
+and reports the exit status back. The job forwards SIGTERM / SIGINT / SIGUSR1 to the child, so a
+preempted training run still writes its checkpoint.
+
+Nothing changes in what a job computes: every job seeds its own randomness, and the server runs no
+torch operation before forking (no thread pool is started in it). Jobs fall back to running in their own
+process when no server answers, when it runs another Python environment (``--use-conda``, or a cluster
+node that cannot reach it) or when the variable is unset. Snakemake's ``benchmark:`` files then record
+the job's wall time correctly but not the forked child's memory or CPU time.
+
+    python -m ssnet.jobserver ADDRESS      # what start() runs; ADDRESS: a Unix socket path
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Client, Listener
+from pathlib import Path
+from typing import Any, Callable
+
+ADDRESS_VARIABLE = "SSNET_JOB_SERVER"
+# What the jobs run (scripts/*.py), imported once by the server.
+PRELOAD = ("ssnet.engine.trainer", "ssnet.evaluation.evaluate", "ssnet.report.aggregate", "ssnet.report.provenance",
+           "ssnet.data.preprocess", "ssnet.data.fingerprint", "ssnet.data.synthetic", "ssnet.released")
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def resolve(name: str) -> Callable[..., Any]:
+    """The function named ``"package.module:function"``."""
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+# ------------------------------------------------------------------------------------------ server
+def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> None:
+    """Import ``preload``, listen on the Unix socket ``address`` and fork one child per connection."""
+    for name in preload:
+        importlib.import_module(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    with Listener(address, family="AF_UNIX") as listener:
+        while True:
+            connection = listener.accept()
+            if os.fork() == 0:
+                _child(connection)  # never returns
+            connection.close()
+
+
+def _child(connection) -> None:
+    """Run one job request in this forked process, send its exit status and exit."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the job may wait for its own subprocesses
+    code = 1
+    try:
+        request = connection.recv()
+        if request["prefix"] != sys.prefix:  # another environment (e.g. a conda env): the job runs itself
+            connection.send(None)
+            os._exit(0)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        connection.send(os.getpid())
+        code = _exit_code(lambda: _run(request))
+        connection.send(code)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _run(request: dict) -> None:
+    from ssnet.jobs import Job, run_logged
+
+    run_logged(Job(**request["job"]), resolve(request["function"]), *request["args"], **request["kwargs"])
+
+
+def _exit_code(call: Callable[[], None]) -> int:
+    """The exit status a process running ``call()`` would have."""
+    try:
+        call()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # already reported in the job's log by run_logged
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ client
+def submit(function: str, job: dict, args: tuple, kwargs: dict) -> int | None:
+    """Run ``function(*args, **kwargs)`` as ``job`` in the server; its exit status, or None when no
+    usable server answers (the caller then runs the job itself)."""
+    address = os.environ.get(ADDRESS_VARIABLE)
+    if not address:
+        return None
+    try:
+        connection = Client(address, family="AF_UNIX")
+        connection.send({"function": function, "job": job, "args": args, "kwargs": kwargs, "cwd": os.getcwd(),
+                         "env": dict(os.environ), "prefix": sys.prefix})
+        pid = connection.recv()
+    except (OSError, EOFError):
+        return None
+    if pid is None:
+        return None
+    previous = {sig: signal.signal(sig, lambda signum, frame: _forward(pid, signum)) for sig in FORWARDED_SIGNALS}
+    try:
+        return int(connection.recv())
+    except EOFError:  # the child died without reporting (killed)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        connection.close()
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+# ------------------------------------------------------------------------------------------ workflow
+def start(project_root: str | Path, log: Callable[[str], None] = print) -> subprocess.Popen:
+    """Start a server for this workflow run and point the jobs it will start at it (environment)."""
+    address = str(Path(tempfile.gettempdir()) / f"ssnet-jobs-{os.getpid()}.sock")
+    Path(address).unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(project_root),
+                                                                     os.environ.get("PYTHONPATH")])))
+    server = subprocess.Popen([sys.executable, "-m", "ssnet.jobserver", address], env=env,
+                              stdin=subprocess.DEVNULL)
+    os.environ[ADDRESS_VARIABLE] = address
+    log(f"job server: pid {server.pid}, {address} (jobs start from a warm process; job_server: false turns it off)")
+    return server
+
+
+def stop(server: subprocess.Popen | None) -> None:
+    """Stop a server started by :func:`start` and remove its socket."""
+    if server is None:
+        return
+    address = os.environ.pop(ADDRESS_VARIABLE, None)
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    if address:
+        Path(address).unlink(missing_ok=True)
+
+
+def wait_until_ready(timeout: float = 60.0) -> bool:
+    """True once the server of ``$SSNET_JOB_SERVER`` accepts connections (tests)."""
+    address, deadline = os.environ.get(ADDRESS_VARIABLE, ""), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Path(address).exists():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])

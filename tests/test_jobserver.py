@@ -1,0 +1,79 @@
+"""The local job server (ssnet.jobserver): a job handed to it runs in a forked child with the job's working
+directory and environment, reports its exit status and writes its log as an in-process job would; without
+a usable server the job runs itself."""
+
+import os
+import signal
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from ssnet import jobserver
+from ssnet.jobs import run_job
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _snakemake(log):
+    return SimpleNamespace(log=[str(log)], rule="check", wildcards=SimpleNamespace(items=lambda: [("dataset", "LA")]),
+                           attempt=1)
+
+
+@pytest.fixture(scope="module")
+def server():
+    saved = os.environ.get(jobserver.ADDRESS_VARIABLE)
+    process = jobserver.start(ROOT, log=lambda line: None)
+    assert jobserver.wait_until_ready(120), "the job server did not start"
+    yield process
+    jobserver.stop(process)
+    assert process.poll() is not None and not os.environ.get(jobserver.ADDRESS_VARIABLE)
+    if saved is not None:
+        os.environ[jobserver.ADDRESS_VARIABLE] = saved
+
+
+def test_job_runs_in_the_server_with_the_jobs_directory_and_environment(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSNET_TEST_VALUE", "from-the-job")
+    log = tmp_path / "job.log"
+    code = jobserver.submit("ssnet.io:write_json", {"log": str(log), "rule": "check"}, ("out.json", {"a": 1}), {})
+    assert code == 0
+    assert (tmp_path / "out.json").read_text().strip().startswith("{")  # relative path: the job's directory
+    check = 'test "$SSNET_TEST_VALUE" = from-the-job && test -f out.json'
+    assert jobserver.submit("subprocess:check_call", {"log": str(log)}, (["sh", "-c", check],), {}) == 0
+    monkeypatch.setenv("SSNET_TEST_VALUE", "changed")  # the child sees the job's environment of the moment
+    assert jobserver.submit("subprocess:check_call", {"log": str(log)}, (["sh", "-c", check],), {}) == 1
+    assert "CalledProcessError" in log.read_text()
+
+
+def test_failures_reach_the_log_and_the_exit_status(server, tmp_path):
+    log = tmp_path / "job.log"
+    with pytest.raises(SystemExit) as stop:
+        run_job(_snakemake(log), "ssnet.config:load_config", [str(tmp_path / "missing.yaml")])
+    assert stop.value.code == 1
+    assert log.read_text().startswith("ERROR in rule check (dataset=LA): ")
+    assert "missing.yaml" in log.read_text()
+
+
+def test_signals_reach_the_child(server, tmp_path):
+    """SIGTERM to the job (what SLURM or Snakemake sends) stops the forked child too."""
+    import subprocess
+
+    log = tmp_path / "job.log"
+    client = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from ssnet import jobserver; "
+        f"sys.exit(jobserver.submit('time:sleep', {{'log': {str(log)!r}}}, (60,), {{}}))")],
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    time.sleep(2)
+    started = time.monotonic()
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=30) != 0
+    assert time.monotonic() - started < 30
+
+
+def test_no_server_means_the_job_runs_itself(tmp_path, monkeypatch):
+    monkeypatch.setenv(jobserver.ADDRESS_VARIABLE, str(tmp_path / "no-such.sock"))
+    assert jobserver.submit("ssnet.io:write_json", {"log": str(tmp_path / "l")}, (str(tmp_path / "x.json"), 1), {}) is None
+    run_job(_snakemake(tmp_path / "job.log"), "ssnet.io:write_json", str(tmp_path / "x.json"), {"b": 2})
+    assert (tmp_path / "x.json").is_file()
