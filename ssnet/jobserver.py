@@ -20,6 +20,8 @@ the job's wall time correctly but not the forked child's memory or CPU time.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib
 import os
 import signal
@@ -36,6 +38,7 @@ ADDRESS_VARIABLE = "SSNET_JOB_SERVER"
 PRELOAD = ("ssnet.engine.trainer", "ssnet.evaluation.evaluate", "ssnet.report.aggregate", "ssnet.report.provenance",
            "ssnet.data.preprocess", "ssnet.data.fingerprint", "ssnet.data.synthetic", "ssnet.released")
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 def resolve(name: str) -> Callable[..., Any]:
@@ -47,8 +50,12 @@ def resolve(name: str) -> Callable[..., Any]:
 # ------------------------------------------------------------------------------------------ server
 def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> None:
     """Import ``preload``, listen on the Unix socket ``address`` and fork one child per connection."""
+    parent = os.getppid()
+    _exit_with_parent()
     for name in preload:
         importlib.import_module(name)
+    if os.getppid() != parent:  # the workflow ended while this was importing
+        return
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     with Listener(address, family="AF_UNIX") as listener:
         while True:
@@ -56,6 +63,14 @@ def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> None:
             if os.fork() == 0:
                 _child(connection)  # never returns
             connection.close()
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent (Snakemake) dies, however it ends (not
+    inherited by the forked jobs)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if hasattr(libc, "prctl"):
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _child(connection) -> None:

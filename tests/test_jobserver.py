@@ -77,3 +77,25 @@ def test_no_server_means_the_job_runs_itself(tmp_path, monkeypatch):
     assert jobserver.submit("ssnet.io:write_json", {"log": str(tmp_path / "l")}, (str(tmp_path / "x.json"), 1), {}) is None
     run_job(_snakemake(tmp_path / "job.log"), "ssnet.io:write_json", str(tmp_path / "x.json"), {"b": 2})
     assert (tmp_path / "x.json").is_file()
+
+
+def test_server_exits_with_the_workflow_process(tmp_path):
+    """A killed Snakemake (no onerror handler runs) leaves no server behind."""
+    import subprocess
+
+    script = ("import os, sys, time; sys.path.insert(0, %r); from ssnet import jobserver; "
+              "p = jobserver.start(%r, log=lambda l: None); print(p.pid, flush=True); time.sleep(600)") % (ROOT, ROOT)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid = int(parent.stdout.readline())
+    time.sleep(1)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(server_pid, signal.SIGKILL)
+    pytest.fail("the job server outlived its parent")
