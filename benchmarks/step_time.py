@@ -4,9 +4,10 @@ For LA (VNet, 2 labelled + 2 unlabelled patches; labelled-only batch 4) and ACDC
 labelled-only batch 24), at reduced sizes (64x64x48, 128x128) and paper sizes (112x112x80, 256x256).
 Variants (``VARIANTS``: SS-Net parameters over the method's defaults):
 
-- ``ssnet``: the SS-Net method with its defaults (staged backward, heads recomputed in backward);
-- ``ssnet-recompute-none`` / ``ssnet-recompute-all``: ``recompute`` none (keep every activation) /
-  all (also recompute the training forward of the network);
+- ``ssnet``: the SS-Net method with its defaults (staged backward, ``recompute: all``: the network's training
+  forward and the heads recomputed in backward);
+- ``ssnet-recompute-none`` / ``ssnet-recompute-heads``: ``recompute`` none (keep every activation) /
+  heads (recompute the per-pixel heads only; the default before 2026-11-29);
 - ``ssnet-joint``: one joint backward of the total loss, nothing recomputed (the reference's order);
 - ``ssnet-refexec``: ``ssnet-joint`` executed the way the reference scripts execute it (a second clean
   forward for the VAT target, the power-iteration backward also filling parameter gradients, explicit
@@ -62,7 +63,7 @@ CONFIGS = {
 VARIANTS = {
     "ssnet": {},
     "ssnet-recompute-none": {"recompute": "none"},
-    "ssnet-recompute-all": {"recompute": "all"},
+    "ssnet-recompute-heads": {"recompute": "heads"},
     "ssnet-joint": {"staged_backward": False, "recompute": "none"},
     "ssnet-refexec": {"staged_backward": False, "recompute": "none", "vat_target": "separate"},
     "labelled-only": None,
