@@ -62,7 +62,11 @@ def build_method(meta: dict, name: str):
     dataset = DATASETS[name]
     config = load_config([ROOT / "config.yaml"])
     run = run_config(config, dataset, "ssnet", labelled_values(config, dataset, "ssnet")[0])
-    params = parse_params("ssnet", {**run["params"], "consistency_rampup": 0.0}, f"methods.ssnet.params.{dataset}")
+    # recompute: heads - the replayed draws are handed out in call order, and recompute: all runs the network's
+    # forward again in backward (restoring the generator, so a real run draws the same masks twice); that
+    # mode's gradients equal heads' and none's (tests/test_method_ssnet.py, dropout active).
+    overrides = {"consistency_rampup": 0.0, "recompute": "heads"}
+    params = parse_params("ssnet", {**run["params"], **overrides}, f"methods.ssnet.params.{dataset}")
     method = get_method_class("ssnet")(params, get_dataset(dataset).spec, run["network"])
     state = synthetic_state([tuple(e) for e in meta["state_entries"]], meta["state_seed"], meta["logit_scale"])
     load_reference_state(method.network, state, method.heads)
