@@ -6,14 +6,14 @@ maths alone (memory layout and glibc malloc).
 - ``channels_last``: the network's convolution weights and every input batch in channels-last layout
   (``torch.channels_last`` in 2D, ``torch.channels_last_3d`` in 3D). Same operations; the float
   summation order inside the convolutions differs, so results differ in the last bits from the
-  contiguous layout (and are as deterministic). Element-wise dropout masks are drawn in memory
-  order, so with ``nn.Dropout`` (the UNet) the masks differ from the contiguous layout's: another
-  draw from the same distribution. Channel dropout (VNet's ``Dropout3d``) is unaffected.
+  contiguous layout (and are as deterministic). The dropout masks are the same in both layouts (the
+  UNet's element-wise dropout draws in logical order: ``LayoutIndependentDropout``; VNet's channel
+  dropout does not depend on the layout). On by default; evaluation uses the run's layout.
 - ``cpu_allocator``: glibc's ``M_MMAP_THRESHOLD`` / ``M_TRIM_THRESHOLD`` (``mallopt``). By default glibc
   serves large buffers with ``mmap`` and returns them to the system on free, so every training
   iteration page-faults its activation memory back in; raising both thresholds keeps freed buffers
   in the heap for reuse (faster on CPU, higher resident peak). Bit-identical results. Training applies
-  its config's setting; evaluation applies the setting the run was trained with.
+  its config's setting (default 2047 / 2047); evaluation applies the setting the run was trained with.
 """
 
 from __future__ import annotations
