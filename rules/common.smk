@@ -98,16 +98,16 @@ def start_job_server():
     if not config["job_server"]:
         return
     if workflow.global_resources["_nodes"].value is not None:
-        why = "jobs are submitted to a cluster"
+        print("job server off: jobs are submitted to a cluster", file=sys.stderr)
     elif workflow.deployment_settings.deployment_method:
-        why = "jobs run in their own software environments (--use-conda or similar)"
+        print(
+            "job server off: jobs run in their own environments (--use-conda)",
+            file=sys.stderr,
+        )
     else:
-        why = ""
         JOB_SERVER.append(
             jobserver.start(workflow.basedir, lambda line: print(line, file=sys.stderr))
         )
-    if why:
-        print(f"job server off: {why}", file=sys.stderr)
 
 
 def stop_job_server():

@@ -56,10 +56,11 @@ def run_job(smk: Any, function: str | Callable[..., Any], *args: Any, **kwargs: 
     from ssnet import jobserver
 
     job = Job.of(smk)
-    code = None if callable(function) else jobserver.submit(function, dataclasses.asdict(job), args, kwargs)
+    if callable(function):
+        return run_logged(job, function, *args, **kwargs)
+    code = jobserver.submit(function, dataclasses.asdict(job), args, kwargs)
     if code is None:
-        target = function if callable(function) else jobserver.resolve(function)
-        return run_logged(job, target, *args, **kwargs)
+        return run_logged(job, jobserver.resolve(function), *args, **kwargs)
     if code:
         raise SystemExit(code)
     return None
