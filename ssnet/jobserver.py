@@ -20,6 +20,7 @@ the job's wall time correctly but not the forked child's memory or CPU time.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import importlib
@@ -37,6 +38,12 @@ ADDRESS_VARIABLE = "SSNET_JOB_SERVER"
 # What the jobs run (scripts/*.py), imported once by the server.
 PRELOAD = ("ssnet.engine.trainer", "ssnet.evaluation.evaluate", "ssnet.report.aggregate", "ssnet.report.provenance",
            "ssnet.data.preprocess", "ssnet.data.fingerprint", "ssnet.data.synthetic", "ssnet.released")
+# What those import on first use, imported by the server too where they exist (tests/test_jobserver.py checks
+# that a training and an evaluation job import nothing more): torch._dynamo (torch.use_deterministic_algorithms:
+# about 800 modules, 1.3 s per job otherwise), torch.save's and the profiler's helpers, SimpleITK (the versions
+# in run_info.json), pandas' CSV writer, the datasets' augmentation.
+FIRST_USE = ("torch._dynamo", "torch.utils.serialization", "torch.profiler._cupti_monitor", "SimpleITK",
+             "pandas.io.formats.csvs", "ssnet.data.augment")
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
@@ -48,12 +55,20 @@ def resolve(name: str) -> Callable[..., Any]:
 
 
 # ------------------------------------------------------------------------------------------ server
+def import_job_modules(modules: tuple[str, ...] = PRELOAD) -> None:
+    """Import ``modules`` and, where they exist, the ``FIRST_USE`` modules."""
+    for name in modules:
+        importlib.import_module(name)
+    for name in FIRST_USE:
+        with contextlib.suppress(ImportError):  # another torch version may not have it: the jobs import theirs
+            importlib.import_module(name)
+
+
 def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> None:
     """Import ``preload``, listen on the Unix socket ``address`` and fork one child per connection."""
     parent = os.getppid()
     _exit_with_parent()
-    for name in preload:
-        importlib.import_module(name)
+    import_job_modules(preload)
     if os.getppid() != parent:  # the workflow ended while this was importing
         return
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel

@@ -99,3 +99,36 @@ def test_server_exits_with_the_workflow_process(tmp_path):
         time.sleep(0.2)
     os.kill(server_pid, signal.SIGKILL)
     pytest.fail("the job server outlived its parent")
+
+
+IMPORTS_AFTER_PRELOAD = """
+import json, sys
+from ssnet import jobserver
+jobserver.import_job_modules()
+before = set(sys.modules)
+from ssnet.engine.run_info import RunOutputs
+from ssnet.engine.trainer import train
+from ssnet.evaluation.evaluate import evaluate_run
+run, data, out = json.loads(sys.argv[1])
+outputs = RunOutputs(*(f"{out}/{name}" for name in ("model.pt", "train.csv", "val.csv", "info.json")))
+train(run, 1, data, outputs, f"{out}/checkpoints")
+evaluate_run(outputs.model, data, f"{out}/metrics.csv")
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.parametrize("dataset", ["LA", "ACDC"])
+def test_preloaded_modules_cover_what_training_and_evaluation_import(preprocessed, tmp_path, dataset):
+    """A job forked from the server pays for every module it imports itself: training and evaluation
+    import nothing beyond ``PRELOAD`` (codec lookups aside)."""
+    import json
+    import subprocess
+
+    from conftest import tiny_run_config
+
+    run = tiny_run_config(dataset, "ssnet", "2" if dataset == "LA" else "1")
+    args = json.dumps([run, str(preprocessed[dataset]), str(tmp_path)])
+    done = subprocess.run([sys.executable, "-c", IMPORTS_AFTER_PRELOAD, args], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    imported = [m for m in json.loads(done.stdout.splitlines()[-1]) if not m.startswith("encodings.")]
+    assert imported == [], imported
