@@ -77,3 +77,17 @@ def test_unet_dropout_masks_do_not_depend_on_the_memory_layout():
         outputs.append(network.to(memory_format=fmt)(x.contiguous(memory_format=fmt))[0])
     assert outputs[1].is_contiguous(memory_format=torch.channels_last) or outputs[1].is_contiguous()
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5, 1.0])
+def test_layout_independent_dropout_equals_dropout_of_the_contiguous_input(p):
+    """Bit for bit: the channels-last path gives what ``F.dropout`` gives the contiguous tensor (same draws),
+    and leaves the generator where ``F.dropout`` leaves it."""
+    from ssnet.networks.unet import LayoutIndependentDropout
+
+    x = torch.randn(3, 5, 8, 6)
+    torch.manual_seed(1)
+    expected, after = torch.nn.functional.dropout(x, p, True), torch.rand(4)
+    torch.manual_seed(1)
+    got = LayoutIndependentDropout(p).train()(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(got, expected) and torch.equal(torch.rand(4), after)

@@ -17,14 +17,17 @@ class LayoutIndependentDropout(nn.Dropout):
 
     On the CPU, ``F.dropout`` draws its Bernoulli noise in the input's memory order, so a channels-last
     batch would get other masks than the same batch stored contiguously. Here a channels-last input in
-    train mode is multiplied by ``F.dropout(ones(shape))``: the noise of the contiguous layout, value for
-    value (``x * noise``, as ``F.dropout`` computes it). Other inputs go through ``F.dropout`` unchanged.
+    train mode is multiplied by the noise ``F.dropout`` would draw for the contiguous layout, value for
+    value: ``bernoulli_(1 - p)`` of a contiguous tensor of the input's shape, divided by ``1 - p``
+    (``x * noise``, as ``F.dropout`` computes it). Other inputs go through ``F.dropout`` unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.is_contiguous() or x.device.type != "cpu":
+        if not self.training or self.p in (0, 1) or x.is_contiguous() or x.device.type != "cpu":
             return super().forward(x)
-        return x * F.dropout(torch.ones(x.shape, dtype=x.dtype, device=x.device), self.p, True)
+        keep = 1.0 - self.p
+        noise = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * noise.div_(keep)
 
 
 class DoubleConv(nn.Module):
