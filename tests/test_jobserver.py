@@ -120,7 +120,7 @@ print(json.dumps(sorted(set(sys.modules) - before)))
 @pytest.mark.parametrize("dataset", ["LA", "ACDC"])
 def test_preloaded_modules_cover_what_training_and_evaluation_import(preprocessed, tmp_path, dataset):
     """A job forked from the server pays for every module it imports itself: training and evaluation
-    import nothing beyond ``PRELOAD`` (codec lookups aside)."""
+    import nothing beyond what the server imports (``import_job_modules``; codec lookups aside)."""
     import json
     import subprocess
 
