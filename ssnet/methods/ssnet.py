@@ -167,8 +167,8 @@ class SSNet(Method):
         if p.smoothness:
             target = probs.detach() if reuse else None
             if p.staged_backward:
+                del logits, features, probs  # the graph keeps what backward needs; the rest is freed in it
                 ctx.backward(loss)  # frees the training graph; no randomness is drawn in between
-                del logits, features, probs
                 loss = zero
             loss_smooth = vat_loss(self.network, image, xi=p.vat_xi, eps=p.vat_eps,
                                    power_iterations=p.power_iterations, distance=self.smoothness_distance,
