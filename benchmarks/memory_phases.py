@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import os
 import resource
@@ -42,7 +41,9 @@ class MallInfo2(ctypes.Structure):
 
 def glibc_mallinfo2():
     """``mallinfo2`` of the C library; SystemExit where there is none (not glibc, or glibc < 2.33)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    from ssnet.runtime import c_library
+
+    libc = c_library()
     if not hasattr(libc, "mallinfo2"):
         raise SystemExit("memory_phases.py needs glibc >= 2.33 (mallinfo2)")
     libc.mallinfo2.restype = MallInfo2

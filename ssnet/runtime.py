@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from typing import Callable, Mapping
 
@@ -54,6 +55,12 @@ def memory_format(channels_last: bool, dim: int) -> torch.memory_format:
     return torch.channels_last_3d if dim == 3 else torch.channels_last
 
 
+@functools.lru_cache(maxsize=None)
+def c_library() -> ctypes.CDLL:
+    """The process's C library (glibc on Linux), loaded once."""
+    return ctypes.CDLL(ctypes.util.find_library("c"))
+
+
 def configure_malloc(mmap_threshold_mb: int | None, trim_threshold_mb: int | None,
                      warn: Callable[[str], None] = print) -> dict[str, int]:
     """Set glibc's mmap and trim thresholds (MiB; None leaves that one at glibc's default).
@@ -66,7 +73,7 @@ def configure_malloc(mmap_threshold_mb: int | None, trim_threshold_mb: int | Non
     wanted = {name: (key, mb) for name, (key, mb) in wanted.items() if mb is not None}
     if not wanted:
         return {}
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc = c_library()
     if not hasattr(libc, "mallopt"):
         warn("cpu_allocator: this C library has no mallopt (not glibc); the thresholds are not applied")
         return {}
