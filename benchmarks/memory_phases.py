@@ -41,7 +41,7 @@ class MallInfo2(ctypes.Structure):
 
 def glibc_mallinfo2():
     """``mallinfo2`` of the C library; SystemExit where there is none (not glibc, or glibc < 2.33)."""
-    from ssnet.runtime import c_library
+    from ssnet.allocator import c_library
 
     libc = c_library()
     if not hasattr(libc, "mallinfo2"):
@@ -128,7 +128,7 @@ def main() -> None:
     thread.start()
     _, method, batch = setup_variant(args.config, args.variant, args.threads, args.runtime)
     if args.mmap_threshold_mb is not None:
-        from ssnet.runtime import configure_malloc
+        from ssnet.allocator import configure_malloc
         configure_malloc(args.mmap_threshold_mb, None)
     with variant_execution(args.variant):
         with sampler.phase("warm-up iteration"):

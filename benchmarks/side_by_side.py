@@ -50,8 +50,10 @@ sides): ``la-small`` / ``la-paper``: VNet, batch 4 (2 labelled) of 1x64x64x48 / 
   staged backward -, backward, SGD step and the method's ``after_optimizer_step``, e.g. UA-MT's EMA update)
   with the method's run config of the default ``config.yaml`` (``run_config`` for the dataset's first
   labelled count, read through ``ssnet.config`` at run time): its params and network and the execution
-  settings (``channels_last``, ``cpu_allocator``, ``deterministic``) applied as the trainer applies them.
-  Check: the logged loss terms are finite.
+  settings (``channels_last``, ``cpu_allocator``, ``deterministic``) applied as the trainer applies them,
+  in a process started under the allocator our jobs run (``cpu_allocator.library``: jemalloc where installed,
+  ``ssnet.allocator``); the official workers start under glibc malloc with its defaults, as the official
+  code runs. Each table names both sides' malloc. Check: the logged loss terms are finite.
 
 Inference (SS-Net only; random-but-smooth input volume and the official network's seeded random init, loaded
 into ours through ``ssnet.networks.reference_names``; eval mode):
@@ -430,7 +432,7 @@ def official_infer(size: str, code_dir: Path, workdir: Path, warmup: int, repeat
 def ours_train(size: str, run_cfg: dict, threads: int, warmup: int, repeats: int) -> dict:
     """Time our iterations of the run config's method with its execution settings (as ``Trainer.__init__``
     applies them)."""
-    from ssnet.runtime import apply_cpu_allocator
+    from ssnet.allocator import apply_cpu_allocator
     from ssnet.seeding import set_deterministic
 
     set_deterministic(bool(run_cfg["deterministic"]))
@@ -482,7 +484,7 @@ def ours_infer(size: str, run_cfg: dict, threads: int, workdir: Path, warmup: in
     from ssnet.evaluation.inference import sliding_window_predict
     from ssnet.evaluation.metrics import reference_val_2d_metrics
     from ssnet.evaluation.predict import predict_case
-    from ssnet.runtime import apply_cpu_allocator
+    from ssnet.allocator import apply_cpu_allocator
 
     torch.set_num_threads(threads)
     apply_cpu_allocator(run_cfg)  # as evaluate_run
@@ -621,8 +623,8 @@ def describe(run_cfg: dict) -> str:
     execution = "".join(f", {key}={p[key]}" for key in ("staged_backward", "recompute") if key in p)
     inference = f", inference batch_size={run_cfg['inference']['batch_size']}" if run_cfg["method"] == "ssnet" else ""
     return (f"{run_cfg['method']} ({run_cfg['method_label']}) on {run_cfg['dataset']}: channels_last="
-            f"{run_cfg['channels_last']}, cpu_allocator mmap/trim={allocator['mmap_threshold_mb']}/"
-            f"{allocator['trim_threshold_mb']} MB, deterministic={run_cfg['deterministic']}{execution}, "
+            f"{run_cfg['channels_last']}, cpu_allocator library={allocator['library']} (glibc mmap/trim="
+            f"{allocator['mmap_threshold_mb']}/{allocator['trim_threshold_mb']} MB), deterministic={run_cfg['deterministic']}{execution}, "
             f"network={run_cfg['network']}{inference}")
 
 
@@ -635,7 +637,12 @@ def official_name(method: str, size: str, part: str) -> str:
 
 def run_worker(method: str, part: str, side: str, size: str, workdir: Path, args) -> dict:
     """One measurement in a fresh process of this script; its result."""
+    from ssnet.allocator import Allocator, preload_environment, wanted_allocator
+
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    run_cfg = json.loads((workdir / f"settings-{method}-{CONFIGS[size]['dataset']}.json").read_text())
+    # ours under the allocator its jobs run (ssnet.jobs.run_job), the official code under glibc as it ships
+    env = preload_environment(wanted_allocator(run_cfg["cpu_allocator"]) if side == "ours" else Allocator("glibc"), env)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, part, side, size, str(workdir),
            "--threads", str(args.threads), "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     for dest, (option, _) in REPOSITORIES.items():
@@ -651,6 +658,9 @@ def worker(method: str, part: str, side: str, size: str, workdir: Path, args) ->
     """Entry point of a measurement subprocess: writes ``METHOD-SIZE-PART-SIDE.json`` into ``workdir``."""
     import torch
 
+    from ssnet.allocator import describe_allocator, restore_environment
+
+    restore_environment()
     torch.set_num_threads(args.threads)
     run_cfg = json.loads((workdir / f"settings-{method}-{CONFIGS[size]['dataset']}.json").read_text())
     if part == "train":
@@ -659,7 +669,7 @@ def worker(method: str, part: str, side: str, size: str, workdir: Path, args) ->
     else:
         result = (official_infer(size, args.reference, workdir, args.warmup, args.repeats) if side == "official"
                   else ours_infer(size, run_cfg, args.threads, workdir, args.warmup, args.repeats))
-    (workdir / f"{method}-{size}-{part}-{side}.json").write_text(json.dumps(result))
+    (workdir / f"{method}-{size}-{part}-{side}.json").write_text(json.dumps({**result, "malloc": describe_allocator()}))
 
 
 def measure(method: str, part: str, size: str, workdir: Path, args) -> dict:
@@ -672,10 +682,11 @@ def measure(method: str, part: str, size: str, workdir: Path, args) -> dict:
                 pooled[side]["times"].setdefault(key, []).extend(values)
             pooled[side]["peak_gb"].append(result["peak_gb"])
             pooled[side]["last_logs"] = result.get("last_logs")
+            pooled[side]["malloc"] = result["malloc"]
             timed = ", ".join(f"{key} {statistics.median(v):.2f} s ({', '.join(f'{t:.2f}' for t in v)})"
                               for key, v in result["times"].items())
             print(f"[{method} {size} {part} round {r + 1}/{args.rounds}] {side}: {timed}; "
-                  f"peak {result['peak_gb']:.2f} GB", flush=True)
+                  f"peak {result['peak_gb']:.2f} GB ({result['malloc']})", flush=True)
     out = {"method": method, "size": size, "part": part, "official_code": official_name(method, size, part),
            **pooled, "rows": []}
     for key in pooled["official"]["times"]:
@@ -709,6 +720,8 @@ def format_tables(results: list[dict]) -> str:
                 lines.append(f"| {r['part']}: {row['measure']} | {row['official_median_s']:.2f} | "
                              f"{row['ours_median_s']:.2f} | {row['speedup']:.2f}x | {r['official_peak_gb']:.2f} | "
                              f"{r['ours_peak_gb']:.2f} | {r['peak_ratio']:.2f} | {times[0]} | {times[1]} | {same} |")
+        mallocs = {side: sorted({r[side].get("malloc", "?") for r in group}) for side in SIDES}
+        lines += ["", f"malloc: official {'; '.join(mallocs['official'])}; ours {'; '.join(mallocs['ours'])}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

@@ -139,7 +139,8 @@ def setup_step(config: str | dict, method_type: str, params: dict, threads: int,
 
     from ssnet.methods import get_method_class
     from ssnet.methods.base import DatasetSpec
-    from ssnet.runtime import configure_malloc, memory_format
+    from ssnet.allocator import configure_malloc
+    from ssnet.runtime import memory_format
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

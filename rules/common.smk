@@ -106,7 +106,11 @@ def start_job_server():
         )
     else:
         JOB_SERVER.append(
-            jobserver.start(workflow.basedir, lambda line: print(line, file=sys.stderr))
+            jobserver.start(
+                workflow.basedir,
+                lambda line: print(line, file=sys.stderr),
+                config["cpu_allocator"],
+            )
         )
 
 

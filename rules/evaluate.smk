@@ -23,5 +23,6 @@ rule evaluate:
     params:
         inference=inference_params,
         qualitative_cases=config["report"]["qualitative_cases"],
+        allocator=config["cpu_allocator"],  # the process's malloc (same results; ssnet.allocator)
     script:
         "../scripts/evaluate.py"

@@ -66,5 +66,6 @@ rule evaluate_released:
     params:
         inference=lambda w: config["datasets"][w.dataset]["inference"],
         qualitative_cases=config["report"]["qualitative_cases"],
+        allocator=config["cpu_allocator"],
     script:
         "../scripts/evaluate.py"

@@ -14,4 +14,5 @@ run_job(
     threads=snakemake.threads,
     predictions_out=snakemake.output.predictions,
     qualitative_cases=snakemake.params.qualitative_cases,
+    allocator=snakemake.params.allocator,
 )

@@ -15,4 +15,5 @@ run_job(
     RunOutputs(*(str(path) for path in (out.model, out.train_log, out.val_log, out.info))),
     snakemake.params.checkpoint_dir,
     threads=snakemake.threads,
+    allocator=snakemake.params.run["cpu_allocator"],
 )

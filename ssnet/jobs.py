@@ -16,7 +16,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from ssnet.errors import PipelineError
 
@@ -46,19 +46,29 @@ class Job:
         return Path(f"{self.log}.failed")
 
 
-def run_job(smk: Any, function: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def run_job(smk: Any, function: str | Callable[..., Any], *args: Any, allocator: Mapping | None = None,
+            **kwargs: Any) -> Any:
     """Call ``function(*args, **kwargs)`` as the job described by Snakemake's ``snakemake`` object.
 
     A function named ``"package.module:function"`` (what the scripts pass: they import nothing heavy)
-    runs in the local job server when one runs (:mod:`ssnet.jobserver`, ``job_server: true``), else -
-    and a callable always - in this process.
+    runs in the local job server when one runs under the same allocator (:mod:`ssnet.jobserver`,
+    ``job_server: true``), else - and a callable always - in this process. ``allocator``: a
+    ``cpu_allocator`` config block; this process is re-executed under it first where it runs another
+    (:func:`ssnet.allocator.ensure_allocator`, before torch is imported).
     """
+    from ssnet import allocator as memory
     from ssnet import jobserver
 
     job = Job.of(smk)
     if callable(function):
         return run_logged(job, function, *args, **kwargs)
-    code = jobserver.submit(function, dataclasses.asdict(job), args, kwargs)
+    try:
+        wanted = None if allocator is None else memory.wanted_allocator(allocator)
+        code = jobserver.submit(function, dataclasses.asdict(job), args, kwargs, wanted)
+        if code is None and wanted is not None:
+            memory.ensure_allocator(wanted, required=allocator.get("library") == "jemalloc")
+    except PipelineError as exc:
+        return run_logged(job, _raise, exc)
     if code is None:
         return run_logged(job, jobserver.resolve(function), *args, **kwargs)
     if code:
@@ -101,6 +111,10 @@ def run_logged(job: Job | str, function: Callable[..., Any], *args: Any, **kwarg
             _CONSOLE.pop()
     job.marker.unlink(missing_ok=True)
     return result
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def warn(message: str) -> None:

@@ -12,7 +12,8 @@ preempted training run still writes its checkpoint.
 Nothing changes in what a job computes: every job seeds its own randomness, and the server runs no
 torch operation before forking (no thread pool is started in it). Jobs fall back to running in their own
 process when no server answers, when it runs another Python environment (``--use-conda``, or a cluster
-node that cannot reach it) or when the variable is unset. Snakemake's ``benchmark:`` files then record
+node that cannot reach it) or another memory allocator than the job asks for (:mod:`ssnet.allocator`; the
+server starts under the workflow's ``cpu_allocator``), or when the variable is unset. Snakemake's ``benchmark:`` files then record
 the job's wall time correctly but not the forked child's memory or CPU time.
 
     python -m ssnet.jobserver ADDRESS      # what start() runs; ADDRESS: a Unix socket path
@@ -21,8 +22,7 @@ the job's wall time correctly but not the forked child's memory or CPU time.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import dataclasses
 import importlib
 import os
 import signal
@@ -32,7 +32,10 @@ import tempfile
 import time
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+from ssnet import allocator as memory
+from ssnet.errors import ConfigError
 
 ADDRESS_VARIABLE = "SSNET_JOB_SERVER"
 # What the jobs run (scripts/*.py), imported once by the server.
@@ -67,6 +70,7 @@ def import_job_modules(modules: tuple[str, ...] = PRELOAD) -> None:
 def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> None:
     """Import ``preload``, listen on the Unix socket ``address`` and fork one child per connection."""
     parent = os.getppid()
+    memory.restore_environment()  # started under the workflow's allocator (start()); the jobs' subprocesses not
     _exit_with_parent()
     import_job_modules(preload)
     if os.getppid() != parent:  # the workflow ended while this was importing
@@ -83,7 +87,7 @@ def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> None:
 def _exit_with_parent() -> None:
     """Ask Linux to send this process SIGTERM when its parent (Snakemake) dies, however it ends (not
     inherited by the forked jobs)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = memory.c_library()
     if hasattr(libc, "prctl"):
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -94,7 +98,8 @@ def _child(connection) -> None:
     code = 1
     try:
         request = connection.recv()
-        if request["prefix"] != sys.prefix:  # another environment (e.g. a conda env): the job runs itself
+        # another Python environment (e.g. a conda env) or allocator: the job runs itself
+        if request["prefix"] != sys.prefix or not _runs(request["allocator"]):
             connection.send(None)
             os._exit(0)
         os.chdir(request["cwd"])
@@ -107,6 +112,11 @@ def _child(connection) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _runs(allocator: dict | None) -> bool:
+    """Whether the forked jobs run the allocator a job asks for (None: any)."""
+    return allocator is None or memory.runs(memory.Allocator(**allocator))
 
 
 def _run(request: dict) -> None:
@@ -127,16 +137,18 @@ def _exit_code(call: Callable[[], None]) -> int:
 
 
 # ------------------------------------------------------------------------------------------ client
-def submit(function: str, job: dict, args: tuple, kwargs: dict) -> int | None:
+def submit(function: str, job: dict, args: tuple, kwargs: dict,
+           allocator: memory.Allocator | None = None) -> int | None:
     """Run ``function(*args, **kwargs)`` as ``job`` in the server; its exit status, or None when no
-    usable server answers (the caller then runs the job itself)."""
+    usable server answers (the caller then runs the job itself), e.g. one that does not run ``allocator``."""
     address = os.environ.get(ADDRESS_VARIABLE)
     if not address:
         return None
     try:
         connection = Client(address, family="AF_UNIX")
         connection.send({"function": function, "job": job, "args": args, "kwargs": kwargs, "cwd": os.getcwd(),
-                         "env": dict(os.environ), "prefix": sys.prefix})
+                         "env": dict(os.environ), "prefix": sys.prefix,
+                         "allocator": None if allocator is None else dataclasses.asdict(allocator)})
         pid = connection.recv()
     except (OSError, EOFError):
         return None
@@ -161,12 +173,17 @@ def _forward(pid: int, signum: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ workflow
-def start(project_root: str | Path, log: Callable[[str], None] = print) -> subprocess.Popen:
-    """Start a server for this workflow run and point the jobs it will start at it (environment)."""
+def start(project_root: str | Path, log: Callable[[str], None] = print,
+          allocator: Mapping | None = None) -> subprocess.Popen:
+    """Start a server for this workflow run and point the jobs it will start at it (environment).
+    ``allocator``: the workflow's ``cpu_allocator`` block; the server (and so its jobs) starts under it."""
     address = str(Path(tempfile.gettempdir()) / f"ssnet-jobs-{os.getpid()}.sock")
     Path(address).unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(project_root),
                                                                      os.environ.get("PYTHONPATH")])))
+    if allocator is not None:
+        with contextlib.suppress(ConfigError):  # jemalloc required and missing: each job reports it in its log
+            env = memory.preload_environment(memory.wanted_allocator(allocator), env)
     server = subprocess.Popen([sys.executable, "-m", "ssnet.jobserver", address], env=env,
                               stdin=subprocess.DEVNULL)
     os.environ[ADDRESS_VARIABLE] = address

@@ -160,5 +160,6 @@ def released_run_config(fragment: dict, labelled: str, selection: str, inference
     return {**fragment, "labelled": labelled, "training": {}, "schedule_profile": "reference",
             "selection": {"mode": selection}, "inference": inference, "device": device, "amp": False,
             "cudnn_benchmark": False, "deterministic": True, "channels_last": False,
-            "cpu_allocator": {"mmap_threshold_mb": None, "trim_threshold_mb": None},
+            "cpu_allocator": {"library": "glibc", "jemalloc_path": None, "jemalloc_decay_ms": -1,
+                              "mmap_threshold_mb": None, "trim_threshold_mb": None},
             "released_checkpoint": str(checkpoint), "released_sha256": sha256_file(checkpoint)}

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_run_config
+from ssnet.allocator import configure_malloc
 from ssnet.engine.trainer import RunOutputs, Trainer, train
 from ssnet.errors import ConfigError
 from ssnet.evaluation.evaluate import evaluate_run
-from ssnet.runtime import configure_malloc, memory_format
+from ssnet.runtime import memory_format
 
 
 def test_memory_format_by_dimension():
@@ -28,7 +29,7 @@ def test_malloc_thresholds_checked_and_applied():
     with pytest.raises(ConfigError, match="cpu_allocator.trim_threshold_mb"):
         configure_malloc(None, -1)
     # in a child process: the thresholds would stay raised for the rest of this test session
-    code = ("import json; from ssnet.runtime import configure_malloc; "
+    code = ("import json; from ssnet.allocator import configure_malloc; "
             "print(json.dumps(configure_malloc(2047, 64)))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     applied = json.loads(done.stdout)
@@ -45,7 +46,7 @@ def test_channels_last_training_matches_contiguous(preprocessed, tmp_path, monke
     """SS-Net trained with channels-last weights and batches: the same losses up to summation order,
     dropout active (the UNet's element-wise masks are drawn in logical order in both layouts)."""
     calls = []
-    monkeypatch.setattr("ssnet.runtime.configure_malloc", lambda *args: calls.append(args[:2]) or {})
+    monkeypatch.setattr("ssnet.allocator.configure_malloc", lambda *args: calls.append(args[:2]) or {})
     logs = {}
     for channels_last in (False, True):
         cfg = tiny_run_config(dataset, method="ssnet", iterations=3)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import ssnet
+from ssnet.allocator import describe_allocator
 from ssnet.datasets import get_dataset
 from ssnet.io import atomic_path
 from ssnet.methods.base import Method, get_method_class, parse_params
@@ -113,7 +114,8 @@ def git_commit() -> str:
 
 
 def versions() -> dict[str, str]:
-    """Versions of the software that can change a result."""
+    """Versions of the software that can change a result, and the memory allocator (which cannot:
+    recorded for the time and memory a run took)."""
     import medpy  # noqa: F401
     import scipy
     import SimpleITK
@@ -128,4 +130,5 @@ def versions() -> dict[str, str]:
         "h5py": h5py.__version__,
         "SimpleITK": SimpleITK.Version_VersionString(),
         "cuda": str(torch.version.cuda),
+        "malloc": describe_allocator(),
     }

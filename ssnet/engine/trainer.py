@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ssnet.allocator import apply_cpu_allocator
 from ssnet.config import config_hash
 from ssnet.data.loading import BatchStream, read_sample, training_loader, training_split, training_stream
 from ssnet.datasets import get_dataset
@@ -40,7 +41,7 @@ from ssnet.evaluation.predict import dice_per_class, predict_case
 from ssnet.io import write_csv
 from ssnet.jobs import warn
 from ssnet.methods.base import Batch, StepContext
-from ssnet.runtime import apply_cpu_allocator, memory_format, resolve_device
+from ssnet.runtime import memory_format, resolve_device
 from ssnet.seeding import seed_everything, seed_iteration, set_deterministic, worker_init_fn
 
 

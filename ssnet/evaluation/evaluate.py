@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ssnet.allocator import apply_cpu_allocator
 from ssnet.data.loading import read_sample
 from ssnet.datasets import get_dataset
 from ssnet.engine.checkpoint import load_model
 from ssnet.evaluation.metrics import case_metrics_multiclass
 from ssnet.evaluation.predict import predict_case
 from ssnet.io import atomic_path, write_csv
-from ssnet.runtime import apply_cpu_allocator, memory_format, resolve_device
+from ssnet.runtime import memory_format, resolve_device
 
 COLUMNS = ["dataset", "method", "labelled", "seed", "case", "class", "dice", "jaccard", "hd95", "asd",
            "empty_prediction", "empty_ground_truth"]
