@@ -176,6 +176,26 @@ def test_job_server_serves_only_jobs_of_its_allocator(tmp_path, monkeypatch, sys
         malloc, preload = eval(Path("seen.json").read_text())
         assert malloc.startswith("jemalloc") and preload is None  # the job's own environment
         assert jobserver.submit("builtins:exec", log, (record,), {}, Allocator("glibc")) is None
+        # a job process asking for glibc, started under jemalloc: declined by the server, it re-executes itself
+        # once without jemalloc and runs the job in its own process
+        script = tmp_path / "job.py"
+        script.write_text(JOB_ASKING.format(record=repr(record.replace("seen.json", "job.json"))))
+        environment = {**_clean_environment(), "PYTHONPATH": str(ROOT), "LD_PRELOAD": str(system_jemalloc),
+                       jobserver.ADDRESS_VARIABLE: os.environ[jobserver.ADDRESS_VARIABLE]}
+        job = subprocess.run([sys.executable, str(script), str(tmp_path / "job.log"), json.dumps({**BLOCK, "library": "glibc"})],
+                             env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert job.returncode == 0, job.stderr
+        malloc, preload = eval(Path("job.json").read_text())
+        assert malloc.startswith("glibc") and preload == str(system_jemalloc)  # its own environment back
     finally:
         jobserver.stop(server)
+
+
+JOB_ASKING = """
+import json, sys
+from types import SimpleNamespace
+from ssnet.jobs import run_job
+smk = SimpleNamespace(log=[sys.argv[1]], rule="probe", wildcards=SimpleNamespace(items=lambda: []), attempt=1)
+run_job(smk, "builtins:exec", {record}, allocator=json.loads(sys.argv[2]))
+"""
 
