@@ -624,8 +624,8 @@ def describe(run_cfg: dict) -> str:
     inference = f", inference batch_size={run_cfg['inference']['batch_size']}" if run_cfg["method"] == "ssnet" else ""
     return (f"{run_cfg['method']} ({run_cfg['method_label']}) on {run_cfg['dataset']}: channels_last="
             f"{run_cfg['channels_last']}, cpu_allocator library={allocator['library']} (glibc mmap/trim="
-            f"{allocator['mmap_threshold_mb']}/{allocator['trim_threshold_mb']} MB), deterministic={run_cfg['deterministic']}{execution}, "
-            f"network={run_cfg['network']}{inference}")
+            f"{allocator['mmap_threshold_mb']}/{allocator['trim_threshold_mb']} MB), "
+            f"deterministic={run_cfg['deterministic']}{execution}, network={run_cfg['network']}{inference}")
 
 
 def official_name(method: str, size: str, part: str) -> str:

@@ -13,8 +13,8 @@ Nothing changes in what a job computes: every job seeds its own randomness, and 
 torch operation before forking (no thread pool is started in it). Jobs fall back to running in their own
 process when no server answers, when it runs another Python environment (``--use-conda``, or a cluster
 node that cannot reach it) or another memory allocator than the job asks for (:mod:`ssnet.allocator`; the
-server starts under the workflow's ``cpu_allocator``), or when the variable is unset. Snakemake's ``benchmark:`` files then record
-the job's wall time correctly but not the forked child's memory or CPU time.
+server starts under the workflow's ``cpu_allocator``), or when the variable is unset. Snakemake's
+``benchmark:`` files then record the job's wall time correctly but not the forked child's memory or CPU time.
 
     python -m ssnet.jobserver ADDRESS      # what start() runs; ADDRESS: a Unix socket path
 """

@@ -182,8 +182,8 @@ def test_job_server_serves_only_jobs_of_its_allocator(tmp_path, monkeypatch, sys
         script.write_text(JOB_ASKING.format(record=repr(record.replace("seen.json", "job.json"))))
         environment = {**_clean_environment(), "PYTHONPATH": str(ROOT), "LD_PRELOAD": str(system_jemalloc),
                        jobserver.ADDRESS_VARIABLE: os.environ[jobserver.ADDRESS_VARIABLE]}
-        job = subprocess.run([sys.executable, str(script), str(tmp_path / "job.log"), json.dumps({**BLOCK, "library": "glibc"})],
-                             env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        command = [sys.executable, str(script), str(tmp_path / "job.log"), json.dumps({**BLOCK, "library": "glibc"})]
+        job = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert job.returncode == 0, job.stderr
         malloc, preload = eval(Path("job.json").read_text())
         assert malloc.startswith("glibc") and preload == str(system_jemalloc)  # its own environment back
