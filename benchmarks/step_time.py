@@ -16,7 +16,8 @@ Variants (``VARIANTS``: SS-Net parameters over the method's defaults):
 
 Each (configuration, variant, runtime) runs in a fresh subprocess so that ``ru_maxrss`` is its own
 peak. Runtimes (the engine's config switches ``channels_last`` and ``cpu_allocator``, applied the same
-way through :mod:`ssnet.runtime` and :mod:`ssnet.allocator`; a run under ``LD_PRELOAD`` jemalloc leaves its thresholds unused): ``default`` = contiguous layout, glibc's malloc defaults;
+way through :mod:`ssnet.runtime` and :mod:`ssnet.allocator`; under ``LD_PRELOAD`` jemalloc the malloc
+thresholds go unused): ``default`` = contiguous layout, glibc's malloc defaults;
 ``channels-last``; ``malloc`` = mmap and trim thresholds at 2047 MiB (freed activation buffers are
 reused instead of unmapped and page-faulted back); ``tuned`` = both.
 The smoothness share is the wall time of the VAT call (clean target, power iteration forward +

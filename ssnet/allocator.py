@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from ssnet import jobs
 from ssnet.errors import ConfigError
 
 JEMALLOC_LIBRARY = "libjemalloc.so.2"
@@ -89,15 +90,19 @@ def wanted_allocator(block: Mapping) -> Allocator:
     explicit = block.get("jemalloc_path")
     if explicit and not Path(explicit).is_file():
         raise ConfigError(f"cpu_allocator.jemalloc_path: {explicit} is not a file")
-    candidates = [Path(explicit)] if explicit else jemalloc_search_path()
-    found = next((path for path in candidates if path.is_file()), None)
+    found = Path(explicit) if explicit else find_jemalloc()
     if found is None:
         if library == "jemalloc":
             raise ConfigError(f"cpu_allocator.library is jemalloc but {JEMALLOC_LIBRARY} is in none of "
-                              f"{', '.join(str(p.parent) for p in candidates)}: {INSTALL_HINT}, "
+                              f"{', '.join(str(p.parent) for p in jemalloc_search_path())}: {INSTALL_HINT}, "
                               "or use library: auto (glibc where jemalloc is missing)")
         return Allocator("glibc")
     return Allocator("jemalloc", str(found), int(block.get("jemalloc_decay_ms", -1)))
+
+
+def find_jemalloc() -> Path | None:
+    """The first :func:`jemalloc_search_path` entry that exists (None: not installed)."""
+    return next((path for path in jemalloc_search_path() if path.is_file()), None)
 
 
 def active_allocator() -> Allocator:
@@ -175,7 +180,7 @@ def ensure_allocator(wanted: Allocator, required: bool = False, warn: Callable[[
     """Make this process run ``wanted``: returns when it does, else re-executes the process (same
     interpreter and arguments) with :func:`preload_environment`. If the re-executed process still runs
     another allocator (the library could not be preloaded): ConfigError when ``required``, else ``warn``
-    (default: a line on stderr)."""
+    (default: :func:`ssnet.jobs.warn`)."""
     reexecuted = restore_environment()
     if runs(wanted):
         return
@@ -184,15 +189,11 @@ def ensure_allocator(wanted: Allocator, required: bool = False, warn: Callable[[
                    f"this job runs {describe_allocator()}")
         if required:
             raise ConfigError(message)
-        (warn or _print_error)(f"WARNING: {message}")
+        (warn or jobs.warn)(message)
         return
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, preload_environment(wanted, os.environ))
-
-
-def _print_error(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------ glibc

@@ -15,7 +15,7 @@ from ssnet import allocator, jobserver
 from ssnet.allocator import Allocator, preload_environment, restore_environment, wanted_allocator
 from ssnet.errors import ConfigError
 
-SYSTEM_JEMALLOC = next((path for path in allocator.jemalloc_search_path() if path.is_file()), None)
+SYSTEM_JEMALLOC = allocator.find_jemalloc()
 
 
 @pytest.fixture
