@@ -4,10 +4,11 @@ For LA (VNet, 2 labelled + 2 unlabelled patches; labelled-only batch 4) and ACDC
 labelled-only batch 24), at reduced sizes (64x64x48, 128x128) and paper sizes (112x112x80, 256x256).
 Variants (``VARIANTS``: SS-Net parameters over the method's defaults):
 
-- ``ssnet``: the SS-Net method with its defaults (staged backward, ``recompute: all``: the network's training
-  forward and the heads recomputed in backward);
-- ``ssnet-recompute-none`` / ``ssnet-recompute-heads``: ``recompute`` none (keep every activation) /
-  heads (recompute the per-pixel heads only; the default before 2026-11-29);
+- ``ssnet``: the SS-Net method as ``config.yaml`` runs it (staged backward; ``recompute: heads`` on LA: the
+  per-pixel heads recomputed in backward, ``none`` on ACDC: every activation kept);
+- ``ssnet-recompute-none`` / ``ssnet-recompute-heads`` / ``ssnet-recompute-all``: ``recompute`` none /
+  heads / all (also the network's training forward recomputed: the least memory; the default from
+  2026-11-29 to 2026-11-30);
 - ``ssnet-joint``: one joint backward of the total loss, nothing recomputed (the reference's order);
 - ``ssnet-refexec``: ``ssnet-joint`` executed the way the reference scripts execute it (a second clean
   forward for the VAT target, the power-iteration backward also filling parameter gradients, explicit
@@ -55,16 +56,17 @@ CONFIGS = {
     "acdc-small": {"dataset": "ACDC", "dim": 2, "n_classes": 4, "shape": (128, 128), "labelled": 12,
                    "unlabelled": 12, "labelled_only": 24, "network": {"arch": "unet"},
                    "params": {"consistency": 0.1, "consistency_rampup": 200.0, "vat_eps": 6.0,
-                              "rampup_iteration_offset": 0}},
+                              "rampup_iteration_offset": 0, "recompute": "none"}},
     "acdc-paper": {"dataset": "ACDC", "dim": 2, "n_classes": 4, "shape": (256, 256), "labelled": 12,
                    "unlabelled": 12, "labelled_only": 24, "network": {"arch": "unet"},
                    "params": {"consistency": 0.1, "consistency_rampup": 200.0, "vat_eps": 6.0,
-                              "rampup_iteration_offset": 0}},
+                              "rampup_iteration_offset": 0, "recompute": "none"}},
 }
 VARIANTS = {
     "ssnet": {},
     "ssnet-recompute-none": {"recompute": "none"},
     "ssnet-recompute-heads": {"recompute": "heads"},
+    "ssnet-recompute-all": {"recompute": "all"},
     "ssnet-joint": {"staged_backward": False, "recompute": "none"},
     "ssnet-refexec": {"staged_backward": False, "recompute": "none", "vat_target": "separate"},
     "labelled-only": None,
