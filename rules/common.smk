@@ -81,9 +81,19 @@ def _announce_cpu_cost():
         )
 
 
+def _announce_missing_jemalloc():
+    """Before the first job of a CPU run: that jobs will run glibc malloc (ssnet.allocator)."""
+    from ssnet.allocator import missing_jemalloc_notice
+
+    notice = missing_jemalloc_notice(config["cpu_allocator"])
+    if notice:
+        print(notice, file=sys.stderr)
+
+
 _limit_gpu_jobs()
 if FIRST_PARSE and DEVICE.device == "cpu":
     _announce_cpu_cost()
+    _announce_missing_jemalloc()
 
 # The local job server process (ssnet.jobserver) while the workflow runs.
 JOB_SERVER = []

@@ -100,6 +100,16 @@ def wanted_allocator(block: Mapping) -> Allocator:
     return Allocator("jemalloc", str(found), int(block.get("jemalloc_decay_ms", -1)))
 
 
+def missing_jemalloc_notice(block: Mapping) -> str | None:
+    """For ``library: auto`` on a machine without jemalloc: one line saying that the jobs run glibc and
+    what that costs; None where jemalloc is found, named by ``jemalloc_path``, or not asked for."""
+    if block.get("library", "glibc") != "auto" or block.get("jemalloc_path") or find_jemalloc():
+        return None
+    return (f"cpu_allocator: {JEMALLOC_LIBRARY} not found, jobs run glibc malloc - {INSTALL_HINT}. Under glibc "
+            "kept activations cost more resident memory: short of memory, set "
+            "methods.ssnet.params.<dataset>.recompute: all (README: CPU speed and memory)")
+
+
 def find_jemalloc() -> Path | None:
     """The first :func:`jemalloc_search_path` entry that exists (None: not installed)."""
     return next((path for path in jemalloc_search_path() if path.is_file()), None)

@@ -49,6 +49,16 @@ def test_wanted_allocator_follows_the_config_block(tmp_path, monkeypatch):
     assert wanted_allocator({"mmap_threshold_mb": 2047, "trim_threshold_mb": 2047}) == Allocator("glibc")  # old runs
 
 
+def test_the_workflow_says_when_auto_finds_no_jemalloc(tmp_path, monkeypatch):
+    library = tmp_path / "libjemalloc.so.2"
+    monkeypatch.setattr(allocator, "jemalloc_search_path", lambda: [library])
+    notice = allocator.missing_jemalloc_notice(BLOCK)
+    assert "libjemalloc.so.2 not found, jobs run glibc malloc" in notice and "recompute: all" in notice
+    assert allocator.missing_jemalloc_notice({**BLOCK, "library": "glibc"}) is None  # glibc asked for
+    library.write_bytes(b"")
+    assert allocator.missing_jemalloc_notice(BLOCK) is None
+
+
 def test_preload_environment_and_its_undoing(monkeypatch):
     jemalloc = Allocator("jemalloc", "/opt/lib/libjemalloc.so.2", -1)
     user = {"LD_PRELOAD": "libfoo.so:/usr/lib/libjemalloc.so.2", "MALLOC_CONF": "narenas:2", "HOME": "/h"}
