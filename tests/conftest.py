@@ -76,6 +76,21 @@ PROJECT_FILES = ["Snakefile", "config.yaml", "configs", "rules", "scripts", "env
 FAST_DEMO = ["--configfile", "configs/demo.yaml", "tests/data/fast_demo.yaml"]
 
 
+class KilledAt(Exception):
+    """Raised by :func:`kill_at`'s hook: stands for the training process killed after an iteration."""
+
+
+def kill_at(iteration: int, each=lambda done: None):
+    """An ``on_iteration_end`` hook for ``Trainer.fit`` that calls ``each(done)`` and raises
+    :class:`KilledAt` once ``iteration`` iterations are done."""
+    def hook(done: int) -> None:
+        each(done)
+        if done == iteration:
+            raise KilledAt(iteration)
+
+    return hook
+
+
 def copy_project(root: Path, *extra: str) -> Path:
     """A clean copy of the workflow's tracked parts (no results, no .snakemake), plus ``extra`` paths."""
     import shutil

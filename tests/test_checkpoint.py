@@ -58,7 +58,7 @@ def test_no_readable_checkpoint_starts_afresh_with_a_warning(tmp_path):
 
 
 def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_corrupt(preprocessed, tmp_path, capsys):
-    from conftest import tiny_run_config
+    from conftest import KilledAt, kill_at, tiny_run_config
     from ssnet.engine.checkpoint import load_torch
     from ssnet.engine.trainer import RunOutputs, Trainer, train
 
@@ -67,15 +67,8 @@ def test_training_resumes_from_the_previous_checkpoint_when_the_latest_is_corrup
                                         ("model.pt", "train_log.csv", "val_log.csv", "run_info.json")))
     train(cfg, 4, preprocessed["ACDC"], outputs("full"), tmp_path / "ckpt_full")
 
-    class Kill(Exception):
-        pass
-
-    def kill_at_5(done):
-        if done == 5:
-            raise Kill
-
-    with pytest.raises(Kill):
-        Trainer(cfg, 4, preprocessed["ACDC"], tmp_path / "ckpt").fit(on_iteration_end=kill_at_5)
+    with pytest.raises(KilledAt):
+        Trainer(cfg, 4, preprocessed["ACDC"], tmp_path / "ckpt").fit(on_iteration_end=kill_at(5))
     _truncate(tmp_path / "ckpt" / "last.pt")  # iteration 4's; iteration 2's is kept as last.prev.pt
     capsys.readouterr()
     trainer = Trainer(cfg, 4, preprocessed["ACDC"], tmp_path / "ckpt")

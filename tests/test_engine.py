@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_run_config
+from conftest import KilledAt, kill_at, tiny_run_config
 from ssnet.engine.checkpoint import load_model, load_torch
 from ssnet.engine.schedule import learning_rate
 from ssnet.engine.trainer import Preempted, RunOutputs, Trainer, train
@@ -40,26 +40,14 @@ def _assert_same_weights(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
-class _Kill(Exception):
-    pass
-
-
-def _kill_at(iteration):
-    def hook(done):
-        if done == iteration:
-            raise _Kill
-
-    return hook
-
-
 @pytest.mark.parametrize("dataset", ["LA", "ACDC"])
 def test_resume_after_kill_equals_uninterrupted(preprocessed, tmp_path, dataset):
     cfg = tiny_run_config(dataset)
     train(cfg, 5, preprocessed[dataset], _outputs(tmp_path / "full"), tmp_path / "ckpt_full")
 
     killed = Trainer(cfg, 5, preprocessed[dataset], tmp_path / "ckpt")
-    with pytest.raises(_Kill):
-        killed.fit(on_iteration_end=_kill_at(4))  # checkpoint at 3, killed after 4
+    with pytest.raises(KilledAt):
+        killed.fit(on_iteration_end=kill_at(4))  # checkpoint at 3, killed after 4
     train(cfg, 5, preprocessed[dataset], _outputs(tmp_path / "resumed"), tmp_path / "ckpt")
 
     _assert_same_weights(_weights(tmp_path / "full" / "model.pt"), _weights(tmp_path / "resumed" / "model.pt"))
@@ -88,8 +76,8 @@ def test_sigterm_checkpoints_and_resumes(preprocessed, tmp_path):
 
 def test_changed_config_does_not_resume(preprocessed, tmp_path):
     cfg = tiny_run_config("LA")
-    with pytest.raises(_Kill):
-        Trainer(cfg, 1, preprocessed["LA"], tmp_path / "ckpt").fit(on_iteration_end=_kill_at(4))
+    with pytest.raises(KilledAt):
+        Trainer(cfg, 1, preprocessed["LA"], tmp_path / "ckpt").fit(on_iteration_end=kill_at(4))
     messages = []
     other = tiny_run_config("LA", lr=0.02)
     trainer = Trainer(other, 1, preprocessed["LA"], tmp_path / "ckpt", progress=messages.append)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny_run_config
+from conftest import KilledAt, kill_at, tiny_run_config
 from ssnet.config.params import complete, defaults, method_fragment, method_types
 from ssnet.engine.checkpoint import load_model, load_torch
 from ssnet.engine.trainer import RunOutputs, Trainer, train
@@ -331,15 +331,8 @@ def test_resume_equals_uninterrupted(preprocessed, tmp_path, method):
     cfg = baseline_run_config("LA", method, iterations=4, checkpoint_every=2)
     train(cfg, 5, preprocessed["LA"], _outputs(tmp_path / "full"), tmp_path / "ckpt_full")
 
-    class Kill(Exception):
-        pass
-
-    def kill_at_3(done):
-        if done == 3:
-            raise Kill
-
-    with pytest.raises(Kill):
-        Trainer(cfg, 5, preprocessed["LA"], tmp_path / "ckpt").fit(on_iteration_end=kill_at_3)
+    with pytest.raises(KilledAt):
+        Trainer(cfg, 5, preprocessed["LA"], tmp_path / "ckpt").fit(on_iteration_end=kill_at(3))
     train(cfg, 5, preprocessed["LA"], _outputs(tmp_path / "resumed"), tmp_path / "ckpt")
     full = load_torch(tmp_path / "full" / "model.pt")["state_dict"]
     resumed = load_torch(tmp_path / "resumed" / "model.pt")["state_dict"]

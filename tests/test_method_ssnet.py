@@ -280,7 +280,7 @@ def test_resume_equals_uninterrupted(preprocessed, tmp_path):
 
     import pandas as pd
 
-    from conftest import tiny_run_config
+    from conftest import KilledAt, kill_at, tiny_run_config
     from ssnet.engine.trainer import RunOutputs, Trainer, train
 
     def outputs(path):
@@ -289,20 +289,15 @@ def test_resume_equals_uninterrupted(preprocessed, tmp_path):
     cfg = tiny_run_config("ACDC", "ssnet", iterations=4, checkpoint_every=2)  # LA's tiny net predicts no foreground yet
     train(cfg, 5, preprocessed["ACDC"], outputs(tmp_path / "full"), tmp_path / "ckpt_full")
 
-    class Kill(Exception):
-        pass
-
     killed = Trainer(cfg, 5, preprocessed["ACDC"], tmp_path / "ckpt")
     at_checkpoint = {}
 
-    def kill_at_3(done):
+    def keep_memory_at_checkpoint(done):
         if done == 2:
             at_checkpoint["memory"] = copy.deepcopy(killed.method.memory)
-        if done == 3:
-            raise Kill
 
-    with pytest.raises(Kill):
-        killed.fit(on_iteration_end=kill_at_3)
+    with pytest.raises(KilledAt):
+        killed.fit(on_iteration_end=kill_at(3, each=keep_memory_at_checkpoint))
     resuming = Trainer(cfg, 5, preprocessed["ACDC"], tmp_path / "ckpt")
     resuming.try_resume()
     expected = at_checkpoint["memory"]
