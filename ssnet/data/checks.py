@@ -437,7 +437,7 @@ def find_layouts(folder: Path) -> list[tuple[str, str, str, list[str]]]:
 
     found = []
     for data in DATASETS.values():
-        for kind, patterns in getattr(data, "release_globs", {}).items():
+        for kind, patterns in data.release_globs.items():
             for pattern in patterns:
                 ids = _glob_ids(folder, pattern)
                 if ids:

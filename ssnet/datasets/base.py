@@ -46,6 +46,9 @@ class Dataset:
     - ``split_files``: required and optional split lists (``<name>.list``) of the release.
     - ``qualitative_axis``: the axis of an evaluation volume along which axial slices are taken.
     - ``release_hints``: per ``source`` (raw, preprocessed), what ``raw_dir`` must contain.
+    - ``release_globs``: per ``source``, glob patterns (relative to a folder, the first wildcard part is the
+      case ID) that recognise the release in a folder, so that a wrong ``raw_dir`` error can say what the
+      folder holds instead (:func:`ssnet.data.checks.find_layouts`).
     - ``released_selection``: how the authors chose their released weights (a ``selection.mode``).
     - ``preprocessing_params`` / ``synthetic_params``: the ``datasets.<name>.preprocessing`` and
       ``.synthetic`` blocks, declared as JSON-schema properties with ``default`` and ``description``
@@ -65,6 +68,7 @@ class Dataset:
     split_files: ClassVar[dict[str, tuple[str, ...]]] = {"required": ("train", "test"), "optional": ()}
     qualitative_axis: ClassVar[int] = 0
     release_hints: ClassVar[dict[str, str]] = {}
+    release_globs: ClassVar[dict[str, tuple[str, ...]]] = {}
     released_selection: ClassVar[str] = "best_val"
     preprocessing_params: ClassVar[dict[str, dict]] = {}
     synthetic_params: ClassVar[dict[str, dict]] = {}
