@@ -99,22 +99,27 @@ if FIRST_PARSE and DEVICE.device == "cpu":
 JOB_SERVER = []
 
 
+def job_server_off_reason():
+    """Why this invocation runs no job server (None: it runs one, see start_job_server)."""
+    if not config["job_server"]:
+        return "job_server: false"
+    if workflow.global_resources["_nodes"].value is not None:
+        return "jobs are submitted to a cluster"
+    if workflow.deployment_settings.deployment_method:
+        return "jobs run in their own environments (--use-conda)"
+    return None
+
+
 def start_job_server():
     """onstart: with ``job_server: true``, jobs start from one warm process (ssnet.jobserver) - only
     when they run on this machine in this Python environment (no cluster executor, no --use-conda).
     """
     from ssnet import jobserver
 
-    if not config["job_server"]:
-        return
-    if workflow.global_resources["_nodes"].value is not None:
-        print("job server off: jobs are submitted to a cluster", file=sys.stderr)
-    elif workflow.deployment_settings.deployment_method:
-        print(
-            "job server off: jobs run in their own environments (--use-conda)",
-            file=sys.stderr,
-        )
-    else:
+    reason = job_server_off_reason()
+    if reason and config["job_server"]:
+        print(f"job server off: {reason}", file=sys.stderr)
+    elif not reason:
         JOB_SERVER.append(
             jobserver.start(
                 workflow.basedir,

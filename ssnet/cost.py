@@ -184,9 +184,17 @@ def hours_unit(times: pd.DataFrame) -> str:
     return f"device-hours (measured on {', '.join(sorted(devices)) or 'no runs'}; GPU-hours need device: cuda runs)"
 
 
+JOB_SERVER_NOTE = ("Made with the job server on (`job_server: true`): a job it ran did its work in a child forked "
+                   "from the server, so that job's benchmark wall time is the job's, but its `max_rss_mb` and "
+                   "`cpu_s` are those of the job process waiting for the child (README: Job server).")
+
+
 def write_cost_report(benchmarks_dir: str | Path, run_infos: Iterable[str | Path], grid: list[dict],
-                      out_dir: str | Path, grid_name: str = "config.yaml") -> dict[str, pd.DataFrame]:
-    """Write jobs.csv, rules.csv, grid.csv, iterations.csv, estimate.csv and cost.md into ``out_dir``."""
+                      out_dir: str | Path, grid_name: str = "config.yaml",
+                      job_server: bool = False) -> dict[str, pd.DataFrame]:
+    """Write jobs.csv, rules.csv, grid.csv, iterations.csv, estimate.csv and cost.md into ``out_dir``.
+    ``job_server``: the workflow ran its jobs through ``ssnet.jobserver`` (cost.md then says what the
+    benchmark files' memory and CPU columns measure)."""
     out_dir = Path(out_dir)
     jobs = read_benchmarks(benchmarks_dir)
     tables = {"jobs": jobs, "rules": rule_summary(jobs), "grid": grid_summary(jobs),
@@ -206,6 +214,7 @@ def write_cost_report(benchmarks_dir: str | Path, run_infos: Iterable[str | Path
         "",
         "## Per rule",
         "",
+        *([JOB_SERVER_NOTE, ""] if job_server else []),
         *_markdown(tables["rules"]),
         "",
         "## Per grid cell (seeds pooled)",

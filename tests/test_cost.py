@@ -116,6 +116,9 @@ def test_report_names_gpu_hours_only_for_cuda_runs(benchmarks, tmp_path):
     info = [_run_info(tmp_path / "b.json", "LA", "ssnet", "4", 1, 1000, 400.0, device="cpu")]
     write_cost_report(benchmarks, info, grid, tmp_path / "cpu")
     assert "measured on cpu" in (tmp_path / "cpu" / "cost.md").read_text()
+    assert "job server" not in (tmp_path / "cpu" / "cost.md").read_text()
+    write_cost_report(benchmarks, info, grid, tmp_path / "served", job_server=True)
+    assert "Made with the job server on (`job_server: true`)" in (tmp_path / "served" / "cost.md").read_text()
     assert {p.name for p in (tmp_path / "cpu").iterdir()} == {
         "cost.md", "jobs.csv", "rules.csv", "grid.csv", "iterations.csv", "estimate.csv"}
 
@@ -139,4 +142,6 @@ def test_cost_rule_on_a_workflow_run(reference):  # noqa: F811
     assert len(estimate) == sum(len(b["methods"]) for b in config["datasets"].values())
     measured = estimate[estimate["basis"] == "measured"]
     assert measured[["dataset", "method"]].values.tolist() == [["LA", "supervised"]]
-    assert "device-hours (measured on cpu" in (reference / "results/cost/cost.md").read_text()
+    report = (reference / "results/cost/cost.md").read_text()
+    assert "device-hours (measured on cpu" in report
+    assert "Made with the job server on" in report  # configs/demo.yaml: job_server true, a local run
