@@ -117,9 +117,7 @@ def start_job_server():
     from ssnet import jobserver
 
     reason = job_server_off_reason()
-    if reason and config["job_server"]:
-        print(f"job server off: {reason}", file=sys.stderr)
-    elif not reason:
+    if reason is None:
         JOB_SERVER.append(
             jobserver.start(
                 workflow.basedir,
@@ -127,6 +125,8 @@ def start_job_server():
                 config["cpu_allocator"],
             )
         )
+    elif config["job_server"]:
+        print(f"job server off: {reason}", file=sys.stderr)
 
 
 def stop_job_server():

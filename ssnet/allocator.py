@@ -172,6 +172,11 @@ def preload_environment(wanted: Allocator, environ: Mapping[str, str]) -> dict[s
     return env
 
 
+def reexecuted() -> bool:
+    """Whether this process is :func:`ensure_allocator`'s re-execution (until :func:`restore_environment`)."""
+    return REEXEC_VARIABLE in os.environ
+
+
 def restore_environment() -> bool:
     """Undo :func:`preload_environment` in ``os.environ`` (the process has loaded what it needed); whether
     this process was started that way."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -65,8 +64,7 @@ def run_job(smk: Any, function: str | Callable[..., Any], *args: Any, allocator:
         return run_logged(job, function, *args, **kwargs)
     try:
         wanted = None if allocator is None else memory.wanted_allocator(allocator)
-        reexecuted = memory.REEXEC_VARIABLE in os.environ  # by ensure_allocator, after the server declined
-        code = None if reexecuted else jobserver.submit(function, dataclasses.asdict(job), args, kwargs, wanted)
+        code = None if memory.reexecuted() else jobserver.submit(function, dataclasses.asdict(job), args, kwargs, wanted)
         if code is None and wanted is not None:
             memory.ensure_allocator(wanted, required=allocator.get("library") == "jemalloc")
     except PipelineError as exc:
