@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.utils.checkpoint
@@ -126,16 +126,18 @@ def recompute_in_backward(function: Callable[..., torch.Tensor], *inputs: torch.
 
 
 @contextlib.contextmanager
-def repeated_running_stats_update(module: nn.Module, times: int = 2) -> Iterator[None]:
-    """Within the block, each train-mode BatchNorm forward updates the running statistics as if the
-    same batch had passed ``times`` times: momentum m becomes 1 - (1 - m)^times and
+def repeated_running_stats_update(modules: nn.Module | Iterable[nn.Module], times: int = 2) -> Iterator[None]:
+    """Within the block, each train-mode BatchNorm forward in ``modules`` updates the running statistics
+    as if the same batch had passed ``times`` times: momentum m becomes 1 - (1 - m)^times and
     ``num_batches_tracked`` grows by ``times``.
 
-    Used to reuse the training forward as the VAT target: the reference runs a second clean forward
-    of the same input, whose batch statistics are identical when the network is deterministic.
+    Used to reuse (the deterministic part of) the training forward for the VAT target: the reference
+    runs a second clean forward of the same input, whose batch statistics are identical wherever the
+    network draws no randomness.
     Raises ValueError for layers with ``momentum=None`` (cumulative average), which this cannot express.
     """
-    layers = [m for m in module.modules()
+    roots = [modules] if isinstance(modules, nn.Module) else list(modules)
+    layers = [m for root in roots for m in root.modules()
               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
     if any(m.momentum is None for m in layers):
         raise ValueError("repeated_running_stats_update needs BatchNorm layers with a numeric momentum")

@@ -132,7 +132,7 @@ def test_reused_target_equals_second_clean_forward(dim):
     for target in ("separate", "auto"):
         torch.manual_seed(0)
         method = make_method(dim, vat_target=target)
-        assert method.reuse_training_forward() == (target == "auto")
+        assert method.vat_target_mode() == ("reuse" if target == "auto" else "separate")
         torch.manual_seed(1)
         _, total = step_with_backward(method, make_batch(dim), 3000, 30000)
         grads = [p.grad.clone() for p in method.network.parameters()]
@@ -176,17 +176,56 @@ def test_memory_saving_modes_are_the_same_computation(dim, staged_backward, reco
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
 
 
-def test_dropout_forces_a_separate_clean_pass():
-    net_cfg = {"arch": "vnet", "n_filters": 2, "dropout": True}
-    method = make_method(3, network=net_cfg)
-    assert not method.reuse_training_forward()
-    method.training_step(make_batch(3), StepContext(0, 10))
+DROPOUT_NETS = {3: {"arch": "vnet", "n_filters": 2, "dropout": True},
+                2: {"arch": "unet", "channels": (4, 8, 16), "dropout": (0.1, 0.2, 0.5)}}
+
+
+@pytest.mark.parametrize("dim,mode", [(3, "prefix"), (2, "separate")])
+def test_dropout_target_reuses_the_deterministic_prefix_only(dim, mode):
+    """With active dropout the clean pass is the VNet's decoder after the training forward's encoder
+    (prefix) or a whole second forward (the UNet drops out in its first block); every BatchNorm layer
+    is updated twice either way."""
+    method = make_method(dim, network=DROPOUT_NETS[dim])
+    assert method.vat_target_mode() == mode
+    method.training_step(make_batch(dim), StepContext(0, 10))
     counts = {int(v) for k, v in bn_buffers(method.network).items() if "num_batches" in k}
     assert counts == {2}
 
 
+def test_prefix_target_needs_a_network_with_a_prefix():
+    with pytest.raises(ValueError, match="vat_target.*prefix.*UNet"):
+        make_method(2, vat_target="prefix")
+
+
+@pytest.mark.parametrize("staged_backward,recompute", [(False, "none"), (True, "heads"), (True, "all")])
+def test_prefix_target_equals_second_clean_forward(staged_backward, recompute):
+    """A VNet with dropout: the clean pass from the training forward's encoder outputs draws the same
+    masks, in the same order, as the reference's second clean forward: same loss, gradients and BN
+    statistics (the encoder's running statistics updated once with momentum 1 - (1 - m)^2)."""
+    results = {}
+    for target in ("separate", "prefix"):
+        torch.manual_seed(0)
+        method = make_method(3, network=DROPOUT_NETS[3], vat_target=target,
+                             staged_backward=staged_backward, recompute=recompute)
+        torch.manual_seed(1)
+        out, total = step_with_backward(method, make_batch(3), 3000, 30000)
+        assert out.logs["loss_smooth"] > 0
+        grads = [p.grad.clone() for p in method.parameters() if p.grad is not None]
+        results[target] = (total, out.logs, bn_buffers(method), grads, torch.get_rng_state())
+    (loss_s, logs_s, bn_s, grads_s, rng_s), (loss_p, logs_p, bn_p, grads_p, rng_p) = results.values()
+    assert torch.equal(rng_p, rng_s)  # the same number of draws
+    assert loss_p == pytest.approx(loss_s, rel=1e-6)
+    assert logs_p == pytest.approx(logs_s, rel=1e-6)
+    for key in bn_s:
+        torch.testing.assert_close(bn_p[key], bn_s[key], rtol=1e-5, atol=1e-6)
+    assert len(grads_p) == len(grads_s)
+    for a, b in zip(grads_p, grads_s):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("dim", [3, 2])
 def test_ablation_switches(dim):
+    torch.manual_seed(0)  # the tiny network must predict some labelled pixel right
     no_smooth = make_method(dim, smoothness=False).training_step(make_batch(dim), StepContext(9000, 30000))
     assert no_smooth.logs["loss_smooth"] == 0 and no_smooth.logs["loss_sep_l"] > 0
     no_sep = make_method(dim, separation=False).training_step(make_batch(dim), StepContext(9000, 30000))

@@ -166,6 +166,24 @@ def test_dropout_only_in_train_mode(make, shape):
     assert torch.equal(a, b)
 
 
+def test_vnet_deterministic_prefix_draws_no_randomness():
+    """forward = forward_from_prefix(deterministic_prefix(x)) in train mode, and the prefix (the encoder
+    before the bottleneck dropout) leaves the random state alone."""
+    torch.manual_seed(0)
+    network, x = VNet(n_filters=2).train(), torch.randn(2, 1, 16, 16, 16)
+    state = torch.get_rng_state()
+    prefix = network.deterministic_prefix(x)
+    assert torch.equal(torch.get_rng_state(), state) and len(prefix) == 5
+    torch.manual_seed(3)
+    logits, features = network.forward_from_prefix(prefix)
+    torch.manual_seed(3)
+    full_logits, full_features = network(x)
+    assert torch.equal(logits, full_logits) and torch.equal(features, full_features)
+    batch_norms = {id(m) for root in network.prefix_modules() for m in root.modules()
+                   if isinstance(m, torch.nn.BatchNorm3d)}
+    assert len(batch_norms) == 12 + 4  # the encoder stages' units and the down convolutions
+
+
 def test_output_shapes_3d_and_2d():
     vnet = VNet(in_channels=2, n_classes=3, n_filters=2).eval()
     logits, feats = vnet(torch.randn(1, 2, 16, 32, 16))

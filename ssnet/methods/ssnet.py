@@ -23,7 +23,10 @@ Execution (same maths, dropout masks and BatchNorm updates as one joint backward
 ``staged_backward`` the step back-propagates L_sup + lambda * w_sep * L_sep through
 :meth:`StepContext.backward` before the VAT passes and returns lambda * L_smooth, so the training
 graph and the VAT graph are never held together; ``recompute`` trades one more heads (or heads +
-network) forward for not keeping their activations.
+network) forward for not keeping their activations. The VAT target's clean pass reuses what of the
+training forward is deterministic (``vat_target: auto``): all of it without dropout, the VNet's encoder
+with it (the clean pass then runs the bottleneck dropout and decoder only), with the BatchNorm layers
+of the reused part updated twice.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class SSNet(Method):
         if self.smoothness_distance == "auto":
             self.smoothness_distance = "binary_dice" if dim == 3 else "soft_dice"
         self.recompute_heads = params.recompute != "none"
+        if params.vat_target == "prefix" and not hasattr(self.network, "deterministic_prefix"):
+            raise ValueError(f"params.vat_target: 'prefix' needs a network with a deterministic prefix (vnet); "
+                             f"{type(self.network).__name__} has none; use auto, separate or reuse")
         self.memory: PrototypeMemory | None = None  # kept across iterations iff params.persistent_memory
 
     # ----------------------------------------------------------------------------------- pieces
@@ -83,11 +89,44 @@ class SSNet(Method):
             return binary_dice_loss(probs_l[:, 1], label == 1)
         return dice_loss(probs_l, label, self.spec.n_classes)
 
-    def reuse_training_forward(self) -> bool:
-        """Whether the training forward doubles as the VAT target (``vat_target`` in ``ssnet.yaml``)."""
+    def vat_target_mode(self) -> str:
+        """How the VAT target is computed (``vat_target`` in ``ssnet.yaml``): ``reuse`` (the training
+        forward's softmax), ``prefix`` (a clean pass from the training forward's deterministic prefix)
+        or ``separate`` (a second clean forward). ``auto``: reuse without active dropout, else prefix
+        where the network has a deterministic prefix (VNet), else separate."""
         if self.params.vat_target != "auto":
-            return self.params.vat_target == "reuse"
-        return not has_active_dropout(self.network)
+            return self.params.vat_target
+        if not has_active_dropout(self.network):
+            return "reuse"
+        return "prefix" if hasattr(self.network, "deterministic_prefix") else "separate"
+
+    def training_forward(self, image: torch.Tensor, target_mode: str):
+        """(logits, features, prefix) of the train-mode network on ``image``; ``prefix`` (the network's
+        :meth:`deterministic_prefix` output, for :meth:`prefix_target`) in ``prefix`` mode, else None.
+
+        Where the VAT target reuses the forward (all of it, or its deterministic prefix), those
+        BatchNorm layers also get the clean pass's running-statistics update. ``recompute: all`` runs
+        the forward again in backward instead of keeping its activations.
+        """
+        network = self.network
+
+        def forward(x: torch.Tensor):
+            if target_mode == "prefix":
+                with repeated_running_stats_update(network.prefix_modules(), 2):
+                    prefix = network.deterministic_prefix(x)
+                return (*network.forward_from_prefix(prefix), prefix)
+            with repeated_running_stats_update(network, 2) if target_mode == "reuse" else contextlib.nullcontext():
+                return (*network(x), None)
+
+        if self.params.recompute == "all":
+            return recompute_in_backward(forward, image, stats_module=network)
+        return forward(image)
+
+    def prefix_target(self, prefix: list[torch.Tensor]) -> torch.Tensor:
+        """The VAT target softmax(f(x)) from the deterministic prefix of x: the clean pass's own dropout
+        masks and BatchNorm updates for the rest of the network, no gradient."""
+        with torch.no_grad():
+            return torch.softmax(self.network.forward_from_prefix(prefix)[0], dim=1)
 
     def predicted_features(self, flat: torch.Tensor) -> torch.Tensor:
         """prediction_head(projection_head(flat)) for per-pixel features (N, F) -> (N, feat_dim)."""
@@ -144,13 +183,8 @@ class SSNet(Method):
         p = self.params
         image, label = batch.image, batch.label
         n_l = batch.n_labelled
-        reuse = p.smoothness and self.reuse_training_forward()
-        bn_twice = repeated_running_stats_update(self.network, 2) if reuse else contextlib.nullcontext()
-        with bn_twice:
-            if p.recompute == "all":
-                logits, features = recompute_in_backward(self.network, image, stats_module=self.network)
-            else:
-                logits, features = self.network(image)
+        target_mode = self.vat_target_mode() if p.smoothness else "separate"
+        logits, features, prefix = self.training_forward(image, target_mode)
         probs = torch.softmax(logits, dim=1)
 
         loss_sup = self.supervised_loss(probs[:n_l], label)
@@ -165,7 +199,12 @@ class SSNet(Method):
         logs["consistency_weight"] = weight
         loss_smooth = zero
         if p.smoothness:
-            target = probs.detach() if reuse else None
+            target = None  # "separate": vat_loss runs the clean pass
+            if target_mode == "reuse":
+                target = probs.detach()
+            elif target_mode == "prefix":  # where the reference's clean pass draws its masks: separation draws none
+                target = self.prefix_target(prefix)
+            del prefix
             if p.staged_backward:
                 del logits, features, probs  # the graph keeps what backward needs; the rest is freed in it
                 ctx.backward(loss)  # frees the training graph; no randomness is drawn in between

@@ -76,11 +76,28 @@ class VNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder outputs at every level, full resolution first; the last is the bottleneck."""
+        return self.dropout_encoded(self.deterministic_prefix(x))
+
+    def deterministic_prefix(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder outputs before the bottleneck dropout: the part of a train-mode forward that draws
+        no randomness (``forward(x) == forward_from_prefix(deterministic_prefix(x))``)."""
         skips = [self.encoder_stages[0](x)]
         for down, stage in zip(self.down_convs, self.encoder_stages[1:]):
             skips.append(stage(down(skips[-1])))
-        skips[-1] = self.bottleneck_dropout(skips[-1])
         return skips
+
+    def prefix_modules(self) -> list[nn.Module]:
+        """The modules that :meth:`deterministic_prefix` runs."""
+        return [self.encoder_stages, self.down_convs]
+
+    def dropout_encoded(self, prefix: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``prefix`` with the bottleneck dropout applied to its last level (a new list)."""
+        return [*prefix[:-1], self.bottleneck_dropout(prefix[-1])]
+
+    def forward_from_prefix(self, prefix: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, features) from :meth:`deterministic_prefix`'s output: the random rest of a forward."""
+        features = self.decode(self.dropout_encoded(prefix))
+        return self.out_conv(features), features
 
     def decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
         """Full-resolution decoder features (B, n_filters, D, H, W) from ``encode``'s outputs."""
@@ -91,8 +108,7 @@ class VNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _check_spatial(x, spatial_dims=3, factor=DOWNSAMPLING_FACTOR)
-        features = self.decode(self.encode(x))
-        return self.out_conv(features), features
+        return self.forward_from_prefix(self.deterministic_prefix(x))
 
 
 def _check_spatial(x: torch.Tensor, spatial_dims: int, factor: int) -> None:
