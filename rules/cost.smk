@@ -34,6 +34,6 @@ rule cost:
         benchmarks="results/benchmarks",
         grid=protocol_grid(Path(workflow.basedir) / "config.yaml"),
         grid_name="config.yaml",
-        job_server=job_server_off_reason() is None,
+        logs="logs",
     script:
         "../scripts/cost.py"

@@ -14,5 +14,5 @@ run_job(
     snakemake.params.grid,
     Path(snakemake.output.report).parent,
     grid_name=snakemake.params.grid_name,
-    job_server=snakemake.params.job_server,
+    logs_dir=snakemake.params.logs,
 )

@@ -14,6 +14,7 @@ and patch sizes (a short pilot with fewer ``iterations`` is enough), on the GPU 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Iterable
@@ -24,6 +25,7 @@ import pandas as pd
 from ssnet.datasets import DATASETS
 from ssnet.engine import run_info
 from ssnet.io import write_csv, write_lines
+from ssnet.jobs import usage_path
 
 BENCHMARK_COLUMNS = {"s": "wall_s", "max_rss": "max_rss_mb", "cpu_time": "cpu_s", "mean_load": "mean_load"}
 RUN_KEYS = ("dataset", "method", "labelled", "seed")
@@ -52,15 +54,31 @@ def read_benchmark(path: Path) -> dict:
     return values
 
 
-def read_benchmarks(root: str | Path) -> pd.DataFrame:
-    """All benchmark files under ``root`` (``results/benchmarks``): one row per job."""
+def with_served_usage(values: dict, usage_file: Path) -> dict:
+    """A job's benchmark ``values`` with what the job server's forked child measured of itself, where it
+    ran the job (``usage_file``, :func:`ssnet.jobs.usage_path`): its peak memory, and its CPU time added to
+    that of the job process that waited for it. ``measured_in`` says which process the memory is of."""
+    if not usage_file.is_file():
+        return {**values, "measured_in": "job process"}
+    usage = json.loads(usage_file.read_text())
+    cpu = values["cpu_s"]
+    return {**values, "max_rss_mb": float(usage["max_rss_mb"]),
+            "cpu_s": float(usage["cpu_s"]) + (0.0 if math.isnan(cpu) else cpu), "measured_in": "job server child"}
+
+
+def read_benchmarks(root: str | Path, logs: str | Path | None = None) -> pd.DataFrame:
+    """All benchmark files under ``root`` (``results/benchmarks/<rule>/<job>.tsv``): one row per job;
+    with ``logs``, the usage of jobs the job server ran (``<logs>/<rule>/<job>.log.usage.json``)."""
     root = Path(root)
     rows = []
     for path in sorted(root.rglob("*.tsv")):
         relative = path.relative_to(root).with_suffix("")
         rule, job = relative.parts[0], "/".join(relative.parts[1:])
-        rows.append({"rule": rule, "job": job, **parse_job(rule, job), **read_benchmark(path)})
-    columns = ["rule", "job", *RUN_KEYS, *BENCHMARK_COLUMNS.values()]
+        values = read_benchmark(path)
+        if logs is not None:
+            values = with_served_usage(values, usage_path(Path(logs) / rule / f"{job}.log"))
+        rows.append({"rule": rule, "job": job, **parse_job(rule, job), **values})
+    columns = ["rule", "job", *RUN_KEYS, *BENCHMARK_COLUMNS.values(), *(["measured_in"] if logs is not None else [])]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -184,19 +202,20 @@ def hours_unit(times: pd.DataFrame) -> str:
     return f"device-hours (measured on {', '.join(sorted(devices)) or 'no runs'}; GPU-hours need device: cuda runs)"
 
 
-JOB_SERVER_NOTE = ("Made with the job server on (`job_server: true`): a job it ran did its work in a child forked "
-                   "from the server, so that job's benchmark wall time is the job's, but its `max_rss_mb` and "
-                   "`cpu_s` are those of the job process waiting for the child (README: Job server).")
+JOB_SERVER_NOTE = ("{served} of these jobs ran in the job server (`job_server: true`; `measured_in` in jobs.csv): "
+                   "their `max_rss_mb` is the peak resident memory of the child forked from the server, which "
+                   "counts the server's pages it shares (torch), and `cpu_s` adds the child's CPU time to the "
+                   "waiting job process's (README: Job server).")
 
 
 def write_cost_report(benchmarks_dir: str | Path, run_infos: Iterable[str | Path], grid: list[dict],
                       out_dir: str | Path, grid_name: str = "config.yaml",
-                      job_server: bool = False) -> dict[str, pd.DataFrame]:
+                      logs_dir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Write jobs.csv, rules.csv, grid.csv, iterations.csv, estimate.csv and cost.md into ``out_dir``.
-    ``job_server``: the workflow ran its jobs through ``ssnet.jobserver`` (cost.md then says what the
-    benchmark files' memory and CPU columns measure)."""
+    ``logs_dir``: the jobs' logs (``logs``), where jobs the job server ran left their own usage."""
     out_dir = Path(out_dir)
-    jobs = read_benchmarks(benchmarks_dir)
+    jobs = read_benchmarks(benchmarks_dir, logs_dir)
+    served = int((jobs["measured_in"] == "job server child").sum()) if "measured_in" in jobs else 0
     tables = {"jobs": jobs, "rules": rule_summary(jobs), "grid": grid_summary(jobs),
               "iterations": iteration_times(run_infos)}
     tables["estimate"] = grid_estimate(tables["iterations"], jobs, grid)
@@ -214,7 +233,7 @@ def write_cost_report(benchmarks_dir: str | Path, run_infos: Iterable[str | Path
         "",
         "## Per rule",
         "",
-        *([JOB_SERVER_NOTE, ""] if job_server else []),
+        *([JOB_SERVER_NOTE.format(served=served), ""] if served else []),
         *_markdown(tables["rules"]),
         "",
         "## Per grid cell (seeds pooled)",

@@ -14,7 +14,8 @@ torch operation before forking (no thread pool is started in it). Jobs fall back
 process when no server answers, when it runs another Python environment (``--use-conda``, or a cluster
 node that cannot reach it) or another memory allocator than the job asks for (:mod:`ssnet.allocator`; the
 server starts under the workflow's ``cpu_allocator``), or when the variable is unset. Snakemake's
-``benchmark:`` files then record the job's wall time correctly but not the forked child's memory or CPU time.
+``benchmark:`` files record a served job's wall time, but the memory and CPU time of the waiting job
+process: the forked child writes its own next to the job's log (``<log>.usage.json``, read by ``ssnet.cost``).
 
     python -m ssnet.jobserver ADDRESS      # what start() runs; ADDRESS: a Unix socket path
 """
@@ -25,6 +26,7 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -107,11 +109,25 @@ def _child(connection) -> None:
         os.environ.update(request["env"])
         connection.send(os.getpid())
         code = _exit_code(lambda: _run(request))
+        _write_usage(request["job"]["log"])
         connection.send(code)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _write_usage(log: str) -> None:
+    """This forked job's peak resident memory (which counts the server's pages it shares) and CPU time,
+    its reaped subprocesses' included, as ``{"max_rss_mb", "cpu_s"}`` in :func:`ssnet.jobs.usage_path`."""
+    from ssnet.io import write_json
+    from ssnet.jobs import usage_path
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage = {"max_rss_mb": max(own.ru_maxrss, children.ru_maxrss) / 1024,  # Linux: kilobytes
+             "cpu_s": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime}
+    with contextlib.suppress(OSError):  # e.g. the log's folder is gone: the cost report then lacks it
+        write_json(usage_path(log), usage)
 
 
 def _runs(allocator: dict | None) -> bool:

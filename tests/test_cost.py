@@ -17,6 +17,7 @@ from ssnet.config import load_config
 from ssnet.cost import (grid_estimate, grid_runs, grid_summary, iteration_times, read_benchmarks, rule_summary,
                         write_cost_report)
 from ssnet.engine import run_info
+from ssnet.jobs import usage_path
 from test_preemption import ITERATIONS, RUN, reference  # noqa: F401  (the shared, cached reference run)
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -96,6 +97,26 @@ def test_grid_estimate_scales_measured_iteration_times(benchmarks, tmp_path):
     assert math.isnan(estimate.loc[("ACDC", "ssnet"), "train_hours"])
 
 
+def test_jobs_the_job_server_ran_report_the_forked_childs_usage(benchmarks, tmp_path):
+    """A job whose log has a usage file (written by the job server's child): its memory is the child's,
+    its CPU time the child's plus the waiting job process's; the other jobs keep their benchmark values."""
+    logs = tmp_path / "logs"
+    served = usage_path(logs / "train" / "LA/ssnet/4/seed1.log")
+    served.parent.mkdir(parents=True)
+    served.write_text(json.dumps({"max_rss_mb": 3000.5, "cpu_s": 400.0}))
+    jobs = read_benchmarks(benchmarks, logs).set_index(["rule", "job"])
+    assert jobs.loc[("train", "LA/ssnet/4/seed1"), ["max_rss_mb", "cpu_s", "measured_in"]].tolist() == [
+        3000.5, 490.0, "job server child"]
+    assert jobs.loc[("train", "LA/ssnet/4/seed2"), ["max_rss_mb", "measured_in"]].tolist() == [2100.0, "job process"]
+    (logs / "provenance").mkdir()
+    usage_path(logs / "provenance" / "provenance.log").write_text(json.dumps({"max_rss_mb": 400, "cpu_s": 2.5}))
+    assert read_benchmarks(benchmarks, logs).set_index("rule").loc["provenance", "cpu_s"] == 2.5  # NaN + 2.5
+    grid = [{"dataset": "LA", "method": "ssnet", "runs": 6, "iterations": 15000}]
+    write_cost_report(benchmarks, [], grid, tmp_path / "served", logs_dir=logs)
+    assert "2 of these jobs ran in the job server" in (tmp_path / "served" / "cost.md").read_text()
+    assert "measured_in" in pd.read_csv(tmp_path / "served" / "jobs.csv")
+
+
 def test_paper_grid_counts_runs_of_config_yaml():
     config = load_config([ROOT / "config.yaml"])
     grid = {(row["dataset"], row["method"]): row for row in grid_runs(config)}
@@ -117,8 +138,6 @@ def test_report_names_gpu_hours_only_for_cuda_runs(benchmarks, tmp_path):
     write_cost_report(benchmarks, info, grid, tmp_path / "cpu")
     assert "measured on cpu" in (tmp_path / "cpu" / "cost.md").read_text()
     assert "job server" not in (tmp_path / "cpu" / "cost.md").read_text()
-    write_cost_report(benchmarks, info, grid, tmp_path / "served", job_server=True)
-    assert "Made with the job server on (`job_server: true`)" in (tmp_path / "served" / "cost.md").read_text()
     assert {p.name for p in (tmp_path / "cpu").iterdir()} == {
         "cost.md", "jobs.csv", "rules.csv", "grid.csv", "iterations.csv", "estimate.csv"}
 
@@ -144,4 +163,8 @@ def test_cost_rule_on_a_workflow_run(reference):  # noqa: F811
     assert measured[["dataset", "method"]].values.tolist() == [["LA", "supervised"]]
     report = (reference / "results/cost/cost.md").read_text()
     assert "device-hours (measured on cpu" in report
-    assert "Made with the job server on" in report  # configs/demo.yaml: job_server true, a local run
+    # configs/demo.yaml: job_server true, a local run: the served jobs' children measured themselves
+    jobs = pd.read_csv(reference / "results/cost/jobs.csv")
+    served = jobs[jobs["measured_in"] == "job server child"]  # the first jobs may start before the server
+    assert "train" in set(served["rule"]) and (served["max_rss_mb"] > 100).all() and (served["cpu_s"] > 0).all()
+    assert "of these jobs ran in the job server" in report

@@ -2,6 +2,7 @@
 directory and environment, reports its exit status and writes its log as an in-process job would; without
 a usable server the job runs itself."""
 
+import json
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from ssnet import jobserver
-from ssnet.jobs import run_job
+from ssnet.jobs import run_job, usage_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,11 +73,21 @@ def test_signals_reach_the_child(server, tmp_path):
     assert time.monotonic() - started < 30
 
 
+def test_the_child_records_its_own_usage_next_to_the_log(server, tmp_path):
+    """Snakemake's benchmark measures the waiting job process; the child writes what it used itself."""
+    log = tmp_path / "job.log"
+    burn = "import time\nx = b'1' * (200 << 20)\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    run_job(_snakemake(log), "builtins:exec", burn, {})
+    usage = json.loads(usage_path(log).read_text())
+    assert usage["max_rss_mb"] > 200 and usage["cpu_s"] >= 0.3
+
+
 def test_no_server_means_the_job_runs_itself(tmp_path, monkeypatch):
     monkeypatch.setenv(jobserver.ADDRESS_VARIABLE, str(tmp_path / "no-such.sock"))
     assert jobserver.submit("ssnet.io:write_json", {"log": str(tmp_path / "l")}, (str(tmp_path / "x.json"), 1), {}) is None
+    usage_path(tmp_path / "job.log").write_text("{}")  # from an earlier run through a server
     run_job(_snakemake(tmp_path / "job.log"), "ssnet.io:write_json", str(tmp_path / "x.json"), {"b": 2})
-    assert (tmp_path / "x.json").is_file()
+    assert (tmp_path / "x.json").is_file() and not usage_path(tmp_path / "job.log").exists()
 
 
 def test_server_exits_with_the_workflow_process(tmp_path):
