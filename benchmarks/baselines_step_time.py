@@ -26,25 +26,13 @@ for path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(path))
 
 from step_time import (  # noqa: E402  (SS-Net's benchmark settings and iteration loop)
-    CONFIGS, RUNTIMES, peak_gb, run_in_subprocess, setup_step, timed_steps)
+    CONFIGS, RUNTIMES, config_run, peak_gb, run_in_subprocess, setup_step, timed_steps)
 
-METHODS = ["uamt", "sassnet", "dtc", "urpc", "mcnet", "ssnet", "supervised"]
-# Per-dataset method params (the protocol's ACDC values; LA uses the defaults of ssnet/methods/<type>.yaml).
-PARAMS = {
-    "LA": {},
-    "ACDC": {
-        "uamt": {"consistency": 0.1, "consistency_rampup": 200.0},
-        "sassnet": {"consistency": 0.01, "consistency_rampup": 200.0},
-        "dtc": {"consistency": 0.1, "consistency_rampup": 200.0},
-        "urpc": {"consistency": 0.1, "consistency_rampup": 200.0},
-        "mcnet": {"consistency": 0.1, "consistency_rampup": 200.0, "dice_weight": 1.0},
-    },
-}
+METHODS = ["uamt", "sassnet", "dtc", "urpc", "mcnet", "ssnet", "supervised"]  # with the params of config.yaml
 
 
 def worker(config_name: str, method_name: str, runtime: str, threads: int, warmup: int, repeats: int) -> dict:
-    dataset = CONFIGS[config_name]["dataset"]
-    params = CONFIGS[config_name]["params"] if method_name == "ssnet" else PARAMS[dataset].get(method_name, {})
+    params = config_run(method_name, CONFIGS[config_name]["dataset"])["params"]  # as config.yaml runs it
     cfg, method, batch = setup_step(config_name, method_name, params, threads, runtime)
     steps, out = timed_steps(method, batch, warmup, repeats, 3000, 6000)
     wall = [step["total"] for step in steps]

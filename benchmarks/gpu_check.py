@@ -55,8 +55,8 @@ for path in (ROOT, ROOT / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from baselines_step_time import PARAMS as BASELINE_PARAMS  # noqa: E402  (the step benchmarks' settings and loop)
-from step_time import CONFIGS, setup_step, setup_variant, timed_steps, variant_execution  # noqa: E402
+from step_time import (CONFIGS, config_run, setup_step, setup_variant, timed_steps,  # noqa: E402  (the step benchmarks'
+                       variant_execution)  # settings and loop)
 
 # the step_time.py configurations at the paper sizes, and tiny ones of the same form (--tiny, CPU script check)
 PAPER = {"LA": CONFIGS["la-paper"], "ACDC": CONFIGS["acdc-paper"]}
@@ -124,7 +124,7 @@ def run_case(dataset: str, cfg: dict, case: str, amp: bool, channels_last: bool,
         with warnings.catch_warnings(record=True) as caught, variant_execution(case):
             warnings.simplefilter("default")
             if case == "uamt":
-                params = BASELINE_PARAMS[dataset].get("uamt", {})
+                params = config_run("uamt", dataset)["params"]
                 cfg, method, batch = setup_step(cfg, "uamt", params, args.threads, runtime, args.device)
             else:
                 cfg, method, batch = setup_variant(cfg, case, args.threads, runtime, args.device)

@@ -130,7 +130,7 @@ for _path in (ROOT, ROOT / "benchmarks", ROOT / "tests", ROOT / "tests" / "golde
 from make_ssnet_steps import (_FakeDataset, _Writer, importlib_missing, missing_module_stubs,  # noqa: E402
                               patched)
 from parity_common import blobs, cuda_noop, purge_reference_modules  # noqa: E402
-from step_time import CONFIGS, peak_gb, setup_step, synthetic_batch, timed_steps  # noqa: E402
+from step_time import CONFIGS, config_run, peak_gb, setup_step, synthetic_batch, timed_steps  # noqa: E402
 
 SIDES = ("official", "ours")
 SEED = 1337  # official network init (as the scripts' default --seed) and the inference inputs
@@ -609,14 +609,6 @@ def check_repositories(args, pairs: list[tuple[str, str]]) -> None:
         check_repository(args, dest, files, users)
 
 
-def run_settings(method: str, dataset: str, overlays: list[Path]) -> dict:
-    """The run config of ``method`` on ``dataset`` (first labelled count) from config.yaml (+ ``overlays``)."""
-    from ssnet.config import labelled_values, load_config, run_config
-
-    config = load_config([ROOT / "config.yaml", *overlays])
-    return run_config(config, dataset, method, labelled_values(config, dataset, method)[0])
-
-
 def describe(run_cfg: dict) -> str:
     """One line: the settings our side runs with (the method's params are in the JSON)."""
     p, allocator = run_cfg["params"], run_cfg["cpu_allocator"]
@@ -752,7 +744,7 @@ def write_settings(workdir: Path, pairs: list[tuple[str, str]], args) -> dict:
     settings: dict[str, dict] = {}
     source = " + ".join(["config.yaml", *map(str, args.configfile)])
     for method, dataset in dict.fromkeys((m, CONFIGS[s]["dataset"]) for m, s in pairs):
-        run_cfg = settings.setdefault(method, {})[dataset] = run_settings(method, dataset, args.configfile)
+        run_cfg = settings.setdefault(method, {})[dataset] = config_run(method, dataset, args.configfile)
         (workdir / f"settings-{method}-{dataset}.json").write_text(json.dumps(run_cfg))
         print(f"ours, settings of {source}: {describe(run_cfg)}", flush=True)
     return settings

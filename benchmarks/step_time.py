@@ -2,7 +2,7 @@
 
 For LA (VNet, 2 labelled + 2 unlabelled patches; labelled-only batch 4) and ACDC (UNet, 12 + 12 slices;
 labelled-only batch 24), at reduced sizes (64x64x48, 128x128) and paper sizes (112x112x80, 256x256).
-Variants (``VARIANTS``: SS-Net parameters over the method's defaults):
+Variants (``VARIANTS``: SS-Net parameters over those of ``config.yaml``):
 
 - ``ssnet``: the SS-Net method as ``config.yaml`` runs it (staged backward; ``recompute: heads`` on LA: the
   per-pixel heads recomputed in backward, ``none`` on ACDC: every activation kept);
@@ -48,19 +48,16 @@ if str(ROOT) not in sys.path:
 RUNTIMES = {"default": ("contiguous", "default"), "tuned": ("channels_last", "tuned"),
             "channels-last": ("channels_last", "default"), "malloc": ("contiguous", "tuned")}
 TUNED_MALLOC_MB = 2047  # cpu_allocator.mmap_threshold_mb and trim_threshold_mb of the tuned runtimes
+# Geometry and network per configuration; the method's parameters come from config.yaml (config_run).
 CONFIGS = {
     "la-small": {"dataset": "LA", "dim": 3, "n_classes": 2, "shape": (64, 64, 48), "labelled": 2, "unlabelled": 2,
-                 "labelled_only": 4, "network": {"arch": "vnet", "n_filters": 16, "dropout": True}, "params": {}},
+                 "labelled_only": 4, "network": {"arch": "vnet", "n_filters": 16, "dropout": True}},
     "la-paper": {"dataset": "LA", "dim": 3, "n_classes": 2, "shape": (112, 112, 80), "labelled": 2, "unlabelled": 2,
-                 "labelled_only": 4, "network": {"arch": "vnet", "n_filters": 16, "dropout": True}, "params": {}},
+                 "labelled_only": 4, "network": {"arch": "vnet", "n_filters": 16, "dropout": True}},
     "acdc-small": {"dataset": "ACDC", "dim": 2, "n_classes": 4, "shape": (128, 128), "labelled": 12,
-                   "unlabelled": 12, "labelled_only": 24, "network": {"arch": "unet"},
-                   "params": {"consistency": 0.1, "consistency_rampup": 200.0, "vat_eps": 6.0,
-                              "rampup_iteration_offset": 0, "recompute": "none"}},
+                   "unlabelled": 12, "labelled_only": 24, "network": {"arch": "unet"}},
     "acdc-paper": {"dataset": "ACDC", "dim": 2, "n_classes": 4, "shape": (256, 256), "labelled": 12,
-                   "unlabelled": 12, "labelled_only": 24, "network": {"arch": "unet"},
-                   "params": {"consistency": 0.1, "consistency_rampup": 200.0, "vat_eps": 6.0,
-                              "rampup_iteration_offset": 0, "recompute": "none"}},
+                   "unlabelled": 12, "labelled_only": 24, "network": {"arch": "unet"}},
 }
 VARIANTS = {
     "ssnet": {},
@@ -71,6 +68,15 @@ VARIANTS = {
     "ssnet-refexec": {"staged_backward": False, "recompute": "none", "vat_target": "separate"},
     "labelled-only": None,
 }
+
+
+def config_run(method: str, dataset: str, overlays: tuple[Path, ...] | list[Path] = ()) -> dict:
+    """The run config of ``method`` on ``dataset`` (its first labelled count) from ``config.yaml`` (+ ``overlays``):
+    the parameters and execution settings the pipeline's jobs run with."""
+    from ssnet.config import labelled_values, load_config, run_config
+
+    config = load_config([ROOT / "config.yaml", *overlays])
+    return run_config(config, dataset, method, labelled_values(config, dataset, method)[0])
 
 
 # --------------------------------------------------------------------------- reference execution
@@ -161,13 +167,13 @@ def setup_step(config: str | dict, method_type: str, params: dict, threads: int,
 
 
 def setup_variant(config: str | dict, variant: str, threads: int, runtime: str, device: str = "cpu"):
-    """:func:`setup_step` for a name of ``VARIANTS``: SS-Net with the variant's parameters over the
-    configuration's, or ``supervised`` for ``labelled-only``. Run ``ssnet-refexec`` inside
+    """:func:`setup_step` for a name of ``VARIANTS``: SS-Net with the variant's parameters over those of
+    ``config.yaml``, or ``supervised`` for ``labelled-only``. Run ``ssnet-refexec`` inside
     :func:`variant_execution`."""
     cfg = CONFIGS[config] if isinstance(config, str) else config
-    if VARIANTS[variant] is None:
-        return setup_step(cfg, "supervised", {}, threads, runtime, device)
-    return setup_step(cfg, "ssnet", {**cfg["params"], **VARIANTS[variant]}, threads, runtime, device)
+    method = "supervised" if VARIANTS[variant] is None else "ssnet"
+    params = {**config_run(method, cfg["dataset"])["params"], **(VARIANTS[variant] or {})}
+    return setup_step(cfg, method, params, threads, runtime, device)
 
 
 @contextlib.contextmanager
