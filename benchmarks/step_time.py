@@ -21,8 +21,10 @@ way through :mod:`ssnet.runtime` and :mod:`ssnet.allocator`; under ``LD_PRELOAD`
 thresholds go unused): ``default`` = contiguous layout, glibc's malloc defaults;
 ``channels-last``; ``malloc`` = mmap and trim thresholds at 2047 MiB (freed activation buffers are
 reused instead of unmapped and page-faulted back); ``tuned`` = both.
-The smoothness share is the wall time of the VAT call (clean target, power iteration forward +
-backward, final forward) over the step; the final pass's backward is not included.
+The smoothness share is the wall time of the VAT call (power iteration forward + backward, final forward,
+and the clean target pass where it is a separate forward; on the VNet with dropout that pass starts from the
+training forward's encoder outputs and counts as forward) over the step; the final pass's backward is not
+included.
 
     .venv/bin/python benchmarks/step_time.py [--configs la-small acdc-small] [--variants ssnet labelled-only]
         [--runtimes default tuned] [--threads 2] [--warmup 1] [--repeats 3] [--rounds 1] [--json out.json]

@@ -75,11 +75,14 @@ def test_signals_reach_the_child(server, tmp_path):
 
 def test_the_child_records_its_own_usage_next_to_the_log(server, tmp_path):
     """Snakemake's benchmark measures the waiting job process; the child writes what it used itself."""
-    log = tmp_path / "job.log"
-    burn = "import time\nx = b'1' * (200 << 20)\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
-    run_job(_snakemake(log), "builtins:exec", burn, {})
-    usage = json.loads(usage_path(log).read_text())
-    assert usage["max_rss_mb"] > 200 and usage["cpu_s"] >= 0.3
+    idle, busy = tmp_path / "idle.log", tmp_path / "busy.log"
+    run_job(_snakemake(idle), "builtins:exec", "pass", {})
+    burn = "import time\nx = b'1' * (300 << 20)\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    run_job(_snakemake(busy), "builtins:exec", burn, {})
+    idle_usage, busy_usage = (json.loads(usage_path(log).read_text()) for log in (idle, busy))
+    # the child starts from the server's resident pages (torch imported): compare with a job that does nothing
+    assert busy_usage["max_rss_mb"] - idle_usage["max_rss_mb"] > 250
+    assert busy_usage["cpu_s"] >= 0.5 > idle_usage["cpu_s"]
 
 
 def test_no_server_means_the_job_runs_itself(tmp_path, monkeypatch):

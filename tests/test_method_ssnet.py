@@ -193,7 +193,7 @@ def test_dropout_target_reuses_the_deterministic_prefix_only(dim, mode):
 
 
 def test_prefix_target_needs_a_network_with_a_prefix():
-    with pytest.raises(ValueError, match="vat_target.*prefix.*UNet"):
+    with pytest.raises(ConfigError, match="vat_target prefix.*UNet"):
         make_method(2, vat_target="prefix")
 
 

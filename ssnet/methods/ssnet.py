@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ssnet.errors import ConfigError
 from ssnet.losses import binary_dice_loss, class_argmax, dice_loss
 from ssnet.methods.base import (
     Batch,
@@ -78,8 +79,8 @@ class SSNet(Method):
             self.smoothness_distance = "binary_dice" if dim == 3 else "soft_dice"
         self.recompute_heads = params.recompute != "none"
         if params.vat_target == "prefix" and not hasattr(self.network, "deterministic_prefix"):
-            raise ValueError(f"params.vat_target: 'prefix' needs a network with a deterministic prefix (vnet); "
-                             f"{type(self.network).__name__} has none; use auto, separate or reuse")
+            raise ConfigError(f"ssnet params: vat_target prefix needs a network with a deterministic prefix "
+                              f"(vnet); {type(self.network).__name__} has none on {spec.name}: use auto or separate")
         self.memory: PrototypeMemory | None = None  # kept across iterations iff params.persistent_memory
 
     # ----------------------------------------------------------------------------------- pieces
@@ -102,7 +103,7 @@ class SSNet(Method):
 
     def training_forward(self, image: torch.Tensor, target_mode: str):
         """(logits, features, prefix) of the train-mode network on ``image``; ``prefix`` (the network's
-        :meth:`deterministic_prefix` output, for :meth:`prefix_target`) in ``prefix`` mode, else None.
+        :meth:`deterministic_prefix` output, for :meth:`clean_target`) in ``prefix`` mode, else None.
 
         Where the VAT target reuses the forward (all of it, or its deterministic prefix), those
         BatchNorm layers also get the clean pass's running-statistics update. ``recompute: all`` runs
@@ -122,9 +123,14 @@ class SSNet(Method):
             return recompute_in_backward(forward, image, stats_module=network)
         return forward(image)
 
-    def prefix_target(self, prefix: list[torch.Tensor]) -> torch.Tensor:
-        """The VAT target softmax(f(x)) from the deterministic prefix of x: the clean pass's own dropout
-        masks and BatchNorm updates for the rest of the network, no gradient."""
+    def clean_target(self, target_mode: str, probs: torch.Tensor, prefix: list[torch.Tensor] | None):
+        """The VAT target softmax(f(x)), no gradient, from the training forward's ``probs`` (``reuse``) or
+        its deterministic ``prefix`` (a pass through the rest of the network: its own dropout masks and
+        BatchNorm updates); None for ``separate`` (:func:`vat_loss` runs the clean pass)."""
+        if target_mode == "reuse":
+            return probs.detach()
+        if target_mode != "prefix":
+            return None
         with torch.no_grad():
             return torch.softmax(self.network.forward_from_prefix(prefix)[0], dim=1)
 
@@ -186,6 +192,9 @@ class SSNet(Method):
         target_mode = self.vat_target_mode() if p.smoothness else "separate"
         logits, features, prefix = self.training_forward(image, target_mode)
         probs = torch.softmax(logits, dim=1)
+        # the reference's clean pass follows the separation losses, which draw no randomness: take it now
+        target = self.clean_target(target_mode, probs, prefix)
+        del prefix
 
         loss_sup = self.supervised_loss(probs[:n_l], label)
         with torch.set_grad_enabled(p.ce_weight != 0):
@@ -199,12 +208,6 @@ class SSNet(Method):
         logs["consistency_weight"] = weight
         loss_smooth = zero
         if p.smoothness:
-            target = None  # "separate": vat_loss runs the clean pass
-            if target_mode == "reuse":
-                target = probs.detach()
-            elif target_mode == "prefix":  # where the reference's clean pass draws its masks: separation draws none
-                target = self.prefix_target(prefix)
-            del prefix
             if p.staged_backward:
                 del logits, features, probs  # the graph keeps what backward needs; the rest is freed in it
                 ctx.backward(loss)  # frees the training graph; no randomness is drawn in between

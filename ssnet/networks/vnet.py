@@ -81,6 +81,7 @@ class VNet(nn.Module):
     def deterministic_prefix(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The encoder outputs before the bottleneck dropout: the part of a train-mode forward that draws
         no randomness (``forward(x) == forward_from_prefix(deterministic_prefix(x))``)."""
+        _check_spatial(x, spatial_dims=3, factor=DOWNSAMPLING_FACTOR)
         skips = [self.encoder_stages[0](x)]
         for down, stage in zip(self.down_convs, self.encoder_stages[1:]):
             skips.append(stage(down(skips[-1])))
@@ -107,7 +108,6 @@ class VNet(nn.Module):
         return self.feature_dropout(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_spatial(x, spatial_dims=3, factor=DOWNSAMPLING_FACTOR)
         return self.forward_from_prefix(self.deterministic_prefix(x))
 
 
