@@ -148,7 +148,9 @@ class SSNet(Method):
         """(L_sep_labelled, L_sep_unlabelled) from the decoder features (B, F, *S) of the batch."""
         p, heads, n_l = self.params, self.heads, label.shape[0]
         prediction = class_argmax(probs.detach())  # (B, *S)
-        flat_l = flatten_pixels(features[:n_l])
+        # split, not two slices: its backward writes one gradient instead of zero-filling and summing two
+        labelled, unlabelled = features.split([n_l, features.shape[0] - n_l])
+        flat_l = flatten_pixels(labelled)
         label_flat = label.reshape(-1)
         correct = correct_foreground_mask(prediction[:n_l].reshape(-1), label_flat)
         with torch.no_grad(), module_mode(heads.projection_head, False):
@@ -159,9 +161,9 @@ class SSNet(Method):
             self.memory = memory
         loss_l = separation_loss(heads, self.predicted_features(flat_l), label_flat, memory,
                                  p.weight_prototypes, self.recompute_heads)
-        if features.shape[0] == n_l:
+        if unlabelled.shape[0] == 0:
             return loss_l, features.new_zeros(())
-        flat_u = flatten_pixels(features[n_l:])
+        flat_u = flatten_pixels(unlabelled)
         pseudo = prediction[n_l:].reshape(-1)
         loss_u = separation_loss(heads, self.predicted_features(flat_u), pseudo, memory,
                                  p.weight_prototypes, self.recompute_heads)
