@@ -45,11 +45,6 @@ class Job:
         """Where a deterministic failure is remembered for the retry of the same job."""
         return Path(f"{self.log}.failed")
 
-    @property
-    def usage_file(self) -> Path:
-        """Where a job the job server ran records its own peak memory and CPU time (:func:`usage_path`)."""
-        return usage_path(self.log)
-
 
 def usage_path(log: str | Path) -> Path:
     """``<log>.usage.json``: the resources of the forked child that did a job's work in the job server
@@ -71,7 +66,7 @@ def run_job(smk: Any, function: str | Callable[..., Any], *args: Any, allocator:
     from ssnet import jobserver
 
     job = Job.of(smk)
-    job.usage_file.unlink(missing_ok=True)  # written again only if the job server runs this job
+    usage_path(job.log).unlink(missing_ok=True)  # written again only if the job server runs this job
     if callable(function):
         return run_logged(job, function, *args, **kwargs)
     try:

@@ -147,24 +147,33 @@ def test_reused_target_equals_second_clean_forward(dim):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
 
 
+DROPOUT_NETS = {3: {"arch": "vnet", "n_filters": 2, "dropout": True},
+                2: {"arch": "unet", "channels": (4, 8, 16), "dropout": (0.1, 0.2, 0.5)}}
+
+
+def seeded_step(dim, network, **options):
+    """One step with backward of a method seeded as every equivalence test seeds it: (total loss, logs,
+    BN buffers, parameter gradients, the global random state after it)."""
+    torch.manual_seed(0)
+    method = make_method(dim, network=network, **options)
+    torch.manual_seed(1)
+    out, total = step_with_backward(method, make_batch(dim), 3000, 30000)
+    grads = [p.grad.clone() for p in method.parameters() if p.grad is not None]
+    return total, out.logs, bn_buffers(method), grads, torch.get_rng_state()
+
+
 @pytest.mark.parametrize("dim", [3, 2])
 @pytest.mark.parametrize("staged_backward,recompute", [(True, "none"), (True, "heads"), (False, "all"), (True, "all")])
 def test_memory_saving_modes_are_the_same_computation(dim, staged_backward, recompute):
     """Back-propagating the training graph before the VAT passes, and recomputing the forward and the
     heads in backward, change nothing against one joint backward: loss, gradients, BN statistics
     (a network with active dropout: the same masks must be drawn in the same order)."""
-    net_cfg = ({"arch": "vnet", "n_filters": 2, "dropout": True} if dim == 3
-               else {"arch": "unet", "channels": (4, 8, 16), "dropout": (0.1, 0.2, 0.5)})
     results = []
     for options in ({"staged_backward": False, "recompute": "none"},
                     {"staged_backward": staged_backward, "recompute": recompute}):
-        torch.manual_seed(0)
-        method = make_method(dim, network=net_cfg, **options)
-        torch.manual_seed(1)
-        out, total = step_with_backward(method, make_batch(dim), 3000, 30000)
-        assert out.logs["loss_smooth"] > 0 and out.logs["loss_sep_u"] > 0
-        grads = [p.grad.clone() for p in method.parameters() if p.grad is not None]
-        results.append((total, out.logs, bn_buffers(method), grads))
+        total, logs, bn, grads, _ = seeded_step(dim, DROPOUT_NETS[dim], **options)
+        assert logs["loss_smooth"] > 0 and logs["loss_sep_u"] > 0
+        results.append((total, logs, bn, grads))
     (loss_a, logs_a, bn_a, grads_a), (loss_b, logs_b, bn_b, grads_b) = results
     assert loss_b == pytest.approx(loss_a, rel=1e-6)
     assert logs_b == pytest.approx(logs_a, rel=1e-6)
@@ -174,10 +183,6 @@ def test_memory_saving_modes_are_the_same_computation(dim, staged_backward, reco
     assert len(grads_a) == len(grads_b)
     for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
-
-
-DROPOUT_NETS = {3: {"arch": "vnet", "n_filters": 2, "dropout": True},
-                2: {"arch": "unet", "channels": (4, 8, 16), "dropout": (0.1, 0.2, 0.5)}}
 
 
 @pytest.mark.parametrize("dim,mode", [(3, "prefix"), (2, "separate")])
@@ -202,17 +207,10 @@ def test_prefix_target_equals_second_clean_forward(staged_backward, recompute):
     """A VNet with dropout: the clean pass from the training forward's encoder outputs draws the same
     masks, in the same order, as the reference's second clean forward: same loss, gradients and BN
     statistics (the encoder's running statistics updated once with momentum 1 - (1 - m)^2)."""
-    results = {}
-    for target in ("separate", "prefix"):
-        torch.manual_seed(0)
-        method = make_method(3, network=DROPOUT_NETS[3], vat_target=target,
-                             staged_backward=staged_backward, recompute=recompute)
-        torch.manual_seed(1)
-        out, total = step_with_backward(method, make_batch(3), 3000, 30000)
-        assert out.logs["loss_smooth"] > 0
-        grads = [p.grad.clone() for p in method.parameters() if p.grad is not None]
-        results[target] = (total, out.logs, bn_buffers(method), grads, torch.get_rng_state())
-    (loss_s, logs_s, bn_s, grads_s, rng_s), (loss_p, logs_p, bn_p, grads_p, rng_p) = results.values()
+    results = [seeded_step(3, DROPOUT_NETS[3], vat_target=target, staged_backward=staged_backward,
+                           recompute=recompute) for target in ("separate", "prefix")]
+    assert all(logs["loss_smooth"] > 0 for _, logs, *_ in results)
+    (loss_s, logs_s, bn_s, grads_s, rng_s), (loss_p, logs_p, bn_p, grads_p, rng_p) = results
     assert torch.equal(rng_p, rng_s)  # the same number of draws
     assert loss_p == pytest.approx(loss_s, rel=1e-6)
     assert logs_p == pytest.approx(logs_s, rel=1e-6)
