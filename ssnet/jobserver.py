@@ -7,7 +7,8 @@ one child per job. The job's own process (Snakemake's script) stays the job for 
 status, wall time and log - but hands its call to the server (:func:`submit`): the forked child takes the
 job's working directory and environment, runs :func:`ssnet.jobs.run_logged` exactly as the job would,
 and reports the exit status back. The job forwards SIGTERM / SIGINT / SIGUSR1 to the child, so a
-preempted training run still writes its checkpoint.
+preempted training run still writes its checkpoint; a job process killed outright (SIGKILL) takes its child
+with it, as it would its own work, so no job goes on writing outputs that Snakemake has written off.
 
 Nothing changes in what a job computes: every job seeds its own randomness, and the server runs no
 torch operation before forking (no thread pool is started in it). Jobs fall back to running in their own
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
@@ -108,13 +110,28 @@ def _child(connection) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         connection.send(os.getpid())
+        finished = threading.Event()
+        threading.Thread(target=_end_with_job_process, args=(connection, finished), daemon=True).start()
         code = _exit_code(lambda: _run(request))
         _write_usage(request["job"]["log"])
+        finished.set()
         connection.send(code)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _end_with_job_process(connection, finished: threading.Event) -> None:
+    """SIGKILL this child when the job process closes the connection before ``finished`` is set.
+
+    The job process sends nothing after its request, so the read returns only when that process ends; if
+    it ended first (killed outright: SIGKILL cannot be forwarded), the job's work stops here too.
+    """
+    with contextlib.suppress(EOFError, OSError):
+        connection.recv_bytes()
+    if not finished.is_set():
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _write_usage(log: str) -> None:

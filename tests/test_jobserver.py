@@ -73,6 +73,41 @@ def test_signals_reach_the_child(server, tmp_path):
     assert time.monotonic() - started < 30
 
 
+def _gone_within(pid, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_job_process_killed_outright_takes_its_child_with_it(server, tmp_path):
+    """SIGKILL cannot be forwarded: the child notices its job process is gone and stops, so a retry of the
+    job does not run beside the first attempt, and it writes no usage file after the retry removed it."""
+    import subprocess
+
+    log, pid_file, done = tmp_path / "job.log", tmp_path / "child.pid", tmp_path / "done"
+    work = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\nopen({str(done)!r}, 'w')"
+    client = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from ssnet import jobserver; "
+        f"sys.exit(jobserver.submit('builtins:exec', {{'log': {str(log)!r}}}, ({work!r}, {{}}), {{}}))")],
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    assert child != client.pid
+    client.kill()
+    client.wait()
+    if not _gone_within(child, 10):
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the job server's child outlived its killed job process")
+    assert not done.exists() and not usage_path(log).exists()
+
+
 def test_the_child_records_its_own_usage_next_to_the_log(server, tmp_path):
     """Snakemake's benchmark measures the waiting job process; the child writes what it used itself."""
     idle, busy = tmp_path / "idle.log", tmp_path / "busy.log"
@@ -104,15 +139,9 @@ def test_server_exits_with_the_workflow_process(tmp_path):
     time.sleep(1)
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(server_pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.kill(server_pid, signal.SIGKILL)
-    pytest.fail("the job server outlived its parent")
+    if not _gone_within(server_pid, 30):
+        os.kill(server_pid, signal.SIGKILL)
+        pytest.fail("the job server outlived its parent")
 
 
 IMPORTS_AFTER_PRELOAD = """
