@@ -251,4 +251,5 @@ def wait_until_ready(timeout: float = 60.0) -> bool:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole process group; Snakemake reports it
+        serve(sys.argv[1])

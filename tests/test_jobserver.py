@@ -144,6 +144,21 @@ def test_server_exits_with_the_workflow_process(tmp_path):
         pytest.fail("the job server outlived its parent")
 
 
+def test_ctrl_c_stops_the_server_quietly(tmp_path, monkeypatch):
+    """Ctrl-C in a terminal reaches every process of the workflow: the server ends without a traceback."""
+    import subprocess
+
+    address = str(tmp_path / "server.sock")
+    server = subprocess.Popen([sys.executable, "-m", "ssnet.jobserver", address], stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT), preexec_fn=lambda: signal.signal(
+                                  signal.SIGINT, signal.SIG_DFL))
+    monkeypatch.setenv(jobserver.ADDRESS_VARIABLE, address)
+    assert jobserver.wait_until_ready(120), "the job server did not start"
+    server.send_signal(signal.SIGINT)
+    _, stderr = server.communicate(timeout=30)
+    assert server.returncode == 0 and "Traceback" not in stderr, stderr
+
+
 IMPORTS_AFTER_PRELOAD = """
 import json, sys
 from ssnet import jobserver
