@@ -73,6 +73,8 @@ def import_job_modules(modules: tuple[str, ...] = PRELOAD) -> None:
 
 def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> None:
     """Import ``preload``, listen on the Unix socket ``address`` and fork one child per connection."""
+    # Ctrl-C reaches the whole process group: Snakemake stops the server (or its death does, _exit_with_parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     memory.restore_environment()  # started under the workflow's allocator (start()); the jobs' subprocesses not
     _exit_with_parent()
@@ -99,6 +101,7 @@ def _exit_with_parent() -> None:
 def _child(connection) -> None:
     """Run one job request in this forked process, send its exit status and exit."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the job may wait for its own subprocesses
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops a job as in its own process
     code = 1
     try:
         request = connection.recv()
@@ -251,5 +254,4 @@ def wait_until_ready(timeout: float = 60.0) -> bool:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole process group; Snakemake reports it
-        serve(sys.argv[1])
+    serve(sys.argv[1])

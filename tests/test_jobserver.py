@@ -144,19 +144,37 @@ def test_server_exits_with_the_workflow_process(tmp_path):
         pytest.fail("the job server outlived its parent")
 
 
-def test_ctrl_c_stops_the_server_quietly(tmp_path, monkeypatch):
-    """Ctrl-C in a terminal reaches every process of the workflow: the server ends without a traceback."""
+def test_ctrl_c_stops_the_jobs_and_leaves_the_server_to_the_workflow(tmp_path, monkeypatch):
+    """Ctrl-C in a terminal reaches every process of the workflow: the server ignores it (Snakemake stops it,
+    or its death does) and prints nothing; a served job stops as it would in its own process."""
     import subprocess
 
+    def interruptible():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     address = str(tmp_path / "server.sock")
+    environment = dict(os.environ, PYTHONPATH=ROOT, **{jobserver.ADDRESS_VARIABLE: address})
     server = subprocess.Popen([sys.executable, "-m", "ssnet.jobserver", address], stderr=subprocess.PIPE, text=True,
-                              env=dict(os.environ, PYTHONPATH=ROOT), preexec_fn=lambda: signal.signal(
-                                  signal.SIGINT, signal.SIG_DFL))
-    monkeypatch.setenv(jobserver.ADDRESS_VARIABLE, address)
-    assert jobserver.wait_until_ready(120), "the job server did not start"
-    server.send_signal(signal.SIGINT)
-    _, stderr = server.communicate(timeout=30)
-    assert server.returncode == 0 and "Traceback" not in stderr, stderr
+                              env=environment, preexec_fn=interruptible)
+    try:
+        monkeypatch.setenv(jobserver.ADDRESS_VARIABLE, address)
+        assert jobserver.wait_until_ready(120), "the job server did not start"
+        server.send_signal(signal.SIGINT)
+        time.sleep(1)
+        assert server.poll() is None and jobserver.wait_until_ready(10)
+        log = tmp_path / "job.log"
+        client = subprocess.Popen([sys.executable, "-c", (
+            "import sys; from ssnet import jobserver; "
+            f"sys.exit(jobserver.submit('time:sleep', {{'log': {str(log)!r}}}, (60,), {{}}))")],
+            env=environment, preexec_fn=interruptible)
+        time.sleep(3)
+        client.send_signal(signal.SIGINT)
+        assert client.wait(timeout=30) == 1
+        assert "KeyboardInterrupt" in log.read_text()
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr  # the job's own ERROR line goes to the console, as it should
 
 
 IMPORTS_AFTER_PRELOAD = """
