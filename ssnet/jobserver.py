@@ -73,7 +73,7 @@ def import_job_modules(modules: tuple[str, ...] = PRELOAD) -> None:
 
 def serve(address: str, preload: tuple[str, ...] = PRELOAD) -> None:
     """Import ``preload``, listen on the Unix socket ``address`` and fork one child per connection."""
-    # Ctrl-C reaches the whole process group: Snakemake stops the server (or its death does, _exit_with_parent)
+    # Snakemake stops the server, or its death does (_exit_with_parent); not Ctrl-C, should it reach it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     memory.restore_environment()  # started under the workflow's allocator (start()); the jobs' subprocesses not
@@ -220,8 +220,9 @@ def start(project_root: str | Path, log: Callable[[str], None] = print,
     if allocator is not None:
         with contextlib.suppress(ConfigError):  # jemalloc required and missing: each job reports it in its log
             env = memory.preload_environment(memory.wanted_allocator(allocator), env)
+    # its own session: a terminal's Ctrl-C or hang-up reaches the jobs' children only through their job processes
     server = subprocess.Popen([sys.executable, "-m", "ssnet.jobserver", address], env=env,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, start_new_session=True)
     os.environ[ADDRESS_VARIABLE] = address
     log(f"job server: pid {server.pid}, {address} (jobs start from a warm process; job_server: false turns it off)")
     return server

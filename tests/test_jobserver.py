@@ -17,6 +17,15 @@ from ssnet.jobs import run_job, usage_path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _wait_for(path, seconds=60):
+    """Wait until ``path`` exists (a served job has started: its log, or a file it writes in one step)."""
+    deadline = time.monotonic() + seconds
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.is_file(), f"{path} did not appear within {seconds} s"
+    time.sleep(0.3)  # the job process installs its signal forwarding right after the child answers
+
+
 def _snakemake(log):
     return SimpleNamespace(log=[str(log)], rule="check", wildcards=SimpleNamespace(items=lambda: [("dataset", "LA")]),
                            attempt=1)
@@ -35,6 +44,7 @@ def server():
 
 
 def test_job_runs_in_the_server_with_the_jobs_directory_and_environment(server, tmp_path, monkeypatch):
+    assert os.getsid(server.pid) == server.pid  # its own session: a terminal's Ctrl-C reaches the jobs only
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SSNET_TEST_VALUE", "from-the-job")
     log = tmp_path / "job.log"
@@ -66,7 +76,7 @@ def test_signals_reach_the_child(server, tmp_path):
         "import sys; from ssnet import jobserver; "
         f"sys.exit(jobserver.submit('time:sleep', {{'log': {str(log)!r}}}, (60,), {{}}))")],
         env=dict(os.environ, PYTHONPATH=ROOT))
-    time.sleep(2)
+    _wait_for(log)
     started = time.monotonic()
     client.send_signal(signal.SIGTERM)
     assert client.wait(timeout=30) != 0
@@ -90,18 +100,19 @@ def test_a_job_process_killed_outright_takes_its_child_with_it(server, tmp_path)
     import subprocess
 
     log, pid_file, done = tmp_path / "job.log", tmp_path / "child.pid", tmp_path / "done"
-    work = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\nopen({str(done)!r}, 'w')"
+    work = (f"import os, time\nopen('pid.tmp', 'w').write(str(os.getpid()))\nos.replace('pid.tmp', {str(pid_file)!r})\n"
+            f"time.sleep(60)\nopen({str(done)!r}, 'w')")
     client = subprocess.Popen([sys.executable, "-c", (
         "import sys; from ssnet import jobserver; "
         f"sys.exit(jobserver.submit('builtins:exec', {{'log': {str(log)!r}}}, ({work!r}, {{}}), {{}}))")],
-        env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = time.monotonic() + 60
-    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        env=dict(os.environ, PYTHONPATH=ROOT), cwd=tmp_path)
+    try:
+        _wait_for(pid_file)
+    finally:
+        client.kill()
+        client.wait()
     child = int(pid_file.read_text())
     assert child != client.pid
-    client.kill()
-    client.wait()
     if not _gone_within(child, 10):
         os.kill(child, signal.SIGKILL)
         pytest.fail("the job server's child outlived its killed job process")
@@ -167,9 +178,12 @@ def test_ctrl_c_stops_the_jobs_and_leaves_the_server_to_the_workflow(tmp_path, m
             "import sys; from ssnet import jobserver; "
             f"sys.exit(jobserver.submit('time:sleep', {{'log': {str(log)!r}}}, (60,), {{}}))")],
             env=environment, preexec_fn=interruptible)
-        time.sleep(3)
-        client.send_signal(signal.SIGINT)
-        assert client.wait(timeout=30) == 1
+        try:
+            _wait_for(log)
+            client.send_signal(signal.SIGINT)
+            assert client.wait(timeout=30) == 1
+        finally:
+            client.kill()
         assert "KeyboardInterrupt" in log.read_text()
     finally:
         server.terminate()
