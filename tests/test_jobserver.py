@@ -5,6 +5,7 @@ a usable server the job runs itself."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from types import SimpleNamespace
@@ -24,6 +25,24 @@ def _wait_for(path, seconds=60):
         time.sleep(0.1)
     assert path.is_file(), f"{path} did not appear within {seconds} s"
     time.sleep(0.3)  # the job process installs its signal forwarding right after the child answers
+
+
+def _gone_within(pid, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _job_process(function, log, args, **popen):
+    """A job process (as scripts/*.py run) handing ``function(*args)`` to the server of its environment."""
+    code = (f"import sys; from ssnet import jobserver; "
+            f"sys.exit(jobserver.submit({function!r}, {{'log': {str(log)!r}}}, {args!r}, {{}}))")
+    return subprocess.Popen([sys.executable, "-c", code], **{"env": dict(os.environ, PYTHONPATH=ROOT), **popen})
 
 
 def _snakemake(log):
@@ -69,13 +88,8 @@ def test_failures_reach_the_log_and_the_exit_status(server, tmp_path):
 
 def test_signals_reach_the_child(server, tmp_path):
     """SIGTERM to the job (what SLURM or Snakemake sends) stops the forked child too."""
-    import subprocess
-
     log = tmp_path / "job.log"
-    client = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from ssnet import jobserver; "
-        f"sys.exit(jobserver.submit('time:sleep', {{'log': {str(log)!r}}}, (60,), {{}}))")],
-        env=dict(os.environ, PYTHONPATH=ROOT))
+    client = _job_process("time:sleep", log, (60,))
     _wait_for(log)
     started = time.monotonic()
     client.send_signal(signal.SIGTERM)
@@ -83,29 +97,13 @@ def test_signals_reach_the_child(server, tmp_path):
     assert time.monotonic() - started < 30
 
 
-def _gone_within(pid, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_a_job_process_killed_outright_takes_its_child_with_it(server, tmp_path):
     """SIGKILL cannot be forwarded: the child notices its job process is gone and stops, so a retry of the
     job does not run beside the first attempt, and it writes no usage file after the retry removed it."""
-    import subprocess
-
     log, pid_file, done = tmp_path / "job.log", tmp_path / "child.pid", tmp_path / "done"
     work = (f"import os, time\nopen('pid.tmp', 'w').write(str(os.getpid()))\nos.replace('pid.tmp', {str(pid_file)!r})\n"
             f"time.sleep(60)\nopen({str(done)!r}, 'w')")
-    client = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from ssnet import jobserver; "
-        f"sys.exit(jobserver.submit('builtins:exec', {{'log': {str(log)!r}}}, ({work!r}, {{}}), {{}}))")],
-        env=dict(os.environ, PYTHONPATH=ROOT), cwd=tmp_path)
+    client = _job_process("builtins:exec", log, (work, {}), cwd=tmp_path)
     try:
         _wait_for(pid_file)
     finally:
@@ -141,8 +139,6 @@ def test_no_server_means_the_job_runs_itself(tmp_path, monkeypatch):
 
 def test_server_exits_with_the_workflow_process(tmp_path):
     """A killed Snakemake (no onerror handler runs) leaves no server behind."""
-    import subprocess
-
     script = ("import os, sys, time; sys.path.insert(0, %r); from ssnet import jobserver; "
               "p = jobserver.start(%r, log=lambda l: None); print(p.pid, flush=True); time.sleep(600)") % (ROOT, ROOT)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -158,8 +154,6 @@ def test_server_exits_with_the_workflow_process(tmp_path):
 def test_ctrl_c_stops_the_jobs_and_leaves_the_server_to_the_workflow(tmp_path, monkeypatch):
     """Ctrl-C in a terminal reaches every process of the workflow: the server ignores it (Snakemake stops it,
     or its death does) and prints nothing; a served job stops as it would in its own process."""
-    import subprocess
-
     def interruptible():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -174,10 +168,7 @@ def test_ctrl_c_stops_the_jobs_and_leaves_the_server_to_the_workflow(tmp_path, m
         time.sleep(1)
         assert server.poll() is None and jobserver.wait_until_ready(10)
         log = tmp_path / "job.log"
-        client = subprocess.Popen([sys.executable, "-c", (
-            "import sys; from ssnet import jobserver; "
-            f"sys.exit(jobserver.submit('time:sleep', {{'log': {str(log)!r}}}, (60,), {{}}))")],
-            env=environment, preexec_fn=interruptible)
+        client = _job_process("time:sleep", log, (60,), env=environment, preexec_fn=interruptible)
         try:
             _wait_for(log)
             client.send_signal(signal.SIGINT)
@@ -212,8 +203,6 @@ def test_preloaded_modules_cover_what_training_and_evaluation_import(preprocesse
     """A job forked from the server pays for every module it imports itself: training and evaluation
     import nothing beyond what the server imports (``import_job_modules``; codec lookups aside)."""
     import json
-    import subprocess
-
     from conftest import tiny_run_config
 
     run = tiny_run_config(dataset, "ssnet", "2" if dataset == "LA" else "1")
