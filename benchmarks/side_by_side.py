@@ -457,7 +457,7 @@ def ours_network(run_cfg: dict, weights: Path):
 
     method = build_method(run_cfg)
     load_reference_state(method.network, torch.load(weights), method.heads)
-    return evaluation_network(method.eval(), run_cfg, torch.device("cpu"))
+    return evaluation_network(method.eval(), run_cfg, torch.device("cpu"), run_cfg["inference"])
 
 
 def acdc_margins(network, volume: np.ndarray, size) -> np.ndarray:

@@ -41,6 +41,7 @@ from ssnet.evaluation.predict import dice_per_class, predict_case
 from ssnet.io import write_csv
 from ssnet.jobs import warn
 from ssnet.methods.base import Batch, StepContext
+from ssnet.networks.fusion import network_for_inference
 from ssnet.runtime import memory_format, resolve_device
 from ssnet.seeding import seed_everything, seed_iteration, set_deterministic, worker_init_fn
 
@@ -144,9 +145,9 @@ class Trainer:
         ``var_all_case_LA``): no largest-component step, case scores summed in list order and divided
         by their number.
         """
-        network = self.method.inference_network()
         on_test = self.selection["mode"] == "best_test"
         inference = {**self.cfg["inference"], "largest_component": False} if on_test else self.cfg["inference"]
+        network = network_for_inference(self.method.inference_network(), inference, self.device)
         scores = []
         for name in self.split.validation:
             image, label = read_sample(self.dataset.case_path(self.data_root, name))

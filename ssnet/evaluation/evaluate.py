@@ -17,6 +17,7 @@ from ssnet.engine.checkpoint import load_model
 from ssnet.evaluation.metrics import case_metrics_multiclass
 from ssnet.evaluation.predict import predict_case
 from ssnet.io import atomic_path, write_csv
+from ssnet.networks.fusion import network_for_inference
 from ssnet.runtime import memory_format, resolve_device
 
 COLUMNS = ["dataset", "method", "labelled", "seed", "case", "class", "dice", "jaccard", "hd95", "asd",
@@ -41,8 +42,8 @@ def evaluate_run(model_path: str | Path, data_root: str | Path, out_csv: str | P
     apply_cpu_allocator(cfg, lambda line: print(line, file=sys.stderr, flush=True))
     dataset = get_dataset(cfg["dataset"])
     device = resolve_device(cfg["device"])
-    network = evaluation_network(method, cfg, device)
     inference = inference or cfg["inference"]
+    network = evaluation_network(method, cfg, device, inference)
     test_cases = dataset.read_splits(Path(data_root) / "splits")["test"]
     rows, started, slices = [], time.perf_counter(), []
     for i, case in enumerate(test_cases, start=1):
@@ -62,11 +63,12 @@ def evaluate_run(model_path: str | Path, data_root: str | Path, out_csv: str | P
     return frame
 
 
-def evaluation_network(method, cfg: dict, device: torch.device) -> torch.nn.Module:
+def evaluation_network(method, cfg: dict, device: torch.device, inference: dict) -> torch.nn.Module:
     """The network that predicts: the method's inference network on ``device``, in the memory layout the
-    run was trained in (``channels_last``; the batches follow the weights' layout)."""
+    run was trained in (``channels_last``; the batches follow the weights' layout), with convolution,
+    BatchNorm and activation fused where ``inference`` asks for it (:func:`network_for_inference`)."""
     layout = memory_format(bool(cfg["channels_last"]), get_dataset(cfg["dataset"]).dim)
-    return method.to(device, memory_format=layout).inference_network()
+    return network_for_inference(method.to(device, memory_format=layout).inference_network(), inference, device)
 
 
 def qualitative_slice(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, axis: int):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ssnet.losses import class_argmax
 from ssnet.modes import module_mode
+from ssnet.networks.fusion import FusedConvAct
 
 __all__ = [
     "largest_component",
@@ -132,7 +133,7 @@ def _input_layout(model: torch.nn.Module) -> torch.memory_format:
     (training and evaluation move the network there with ``channels_last: true``), else contiguous.
     Weights that fit both layouts (one input channel, 1x1 kernels) do not decide."""
     for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)) and not m.weight.is_contiguous():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d, FusedConvAct)) and not m.weight.is_contiguous():
             layout = torch.channels_last if m.weight.dim() == 4 else torch.channels_last_3d
             return layout if m.weight.is_contiguous(memory_format=layout) else torch.contiguous_format
     return torch.contiguous_format

@@ -22,6 +22,8 @@ from .vnet import DECODER_DEPTHS, ENCODER_DEPTHS, ConvStack, VNet
 class InterpolatingUp3d(nn.Module):
     """Trilinear x2 (align_corners) + Conv3d 3x3x3 + BatchNorm3d + ReLU."""
 
+    FUSABLE = (("conv", "norm", "act"),)  # ssnet.networks.fusion (inference)
+
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="trilinear", align_corners=True)

@@ -38,6 +38,8 @@ class DoubleConv(nn.Module):
     The dropout draws the same masks in either memory layout (:class:`LayoutIndependentDropout`).
     """
 
+    FUSABLE = (("conv1", "norm1", "act1"), ("conv2", "norm2", "act2"))  # ssnet.networks.fusion (inference)
+
     def __init__(self, in_ch: int, out_ch: int, dropout_p: float):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)

@@ -17,6 +17,8 @@ DOWNSAMPLING_FACTOR = 2 ** (len(ENCODER_DEPTHS) - 1)
 class ConvNormReLU(nn.Module):
     """Conv3d (or ConvTranspose3d) + BatchNorm3d + ReLU: (B, C_in, ...) -> (B, C_out, ...)."""
 
+    FUSABLE = (("conv", "norm", "act"),)  # ssnet.networks.fusion: fused into one convolution for inference
+
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1,
                  transposed: bool = False):
         super().__init__()
