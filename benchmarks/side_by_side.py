@@ -613,7 +613,9 @@ def describe(run_cfg: dict) -> str:
     """One line: the settings our side runs with (the method's params are in the JSON)."""
     p, allocator = run_cfg["params"], run_cfg["cpu_allocator"]
     execution = "".join(f", {key}={p[key]}" for key in ("staged_backward", "recompute") if key in p)
-    inference = f", inference batch_size={run_cfg['inference']['batch_size']}" if run_cfg["method"] == "ssnet" else ""
+    infer = run_cfg["inference"]
+    inference = (f", inference batch_size={infer['batch_size']} fuse_batchnorm={infer['fuse_batchnorm']}"
+                 if run_cfg["method"] == "ssnet" else "")
     return (f"{run_cfg['method']} ({run_cfg['method_label']}) on {run_cfg['dataset']}: channels_last="
             f"{run_cfg['channels_last']}, cpu_allocator library={allocator['library']} (glibc mmap/trim="
             f"{allocator['mmap_threshold_mb']}/{allocator['trim_threshold_mb']} MB), "

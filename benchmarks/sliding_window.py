@@ -5,8 +5,12 @@ a randomly initialised VNet (n_filters 16) in eval mode, 2 torch threads by defa
 its own subprocess so that ``ru_maxrss`` (peak resident memory) is per variant. Predictions of every
 batched run are compared with the loop's (exact, except voxels whose probability is within 1e-4 of 0.5).
 
-    .venv/bin/python benchmarks/sliding_window.py [--batch-sizes 4 8] [--threads 2] [--device cpu]
-                                                  [--malloc default|tuned|both]
+    .venv/bin/python benchmarks/sliding_window.py [--batch-sizes 4 8] [--fused-batch-sizes 4] [--channels-last]
+                                                  [--threads 2] [--device cpu] [--malloc default|tuned|both]
+
+``fused<N>`` variants predict with :func:`ssnet.networks.fusion.fused_for_inference` (convolution, BatchNorm
+and ReLU as one oneDNN convolution: what evaluation runs with ``inference.fuse_batchnorm``), batch N;
+``--channels-last`` puts the network (and so the windows) in channels-last layout, as ``channels_last: true``.
 
 ``--malloc tuned`` runs the workers with glibc's ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
 raised, so that freed activation buffers stay in the heap instead of being unmapped and page-faulted
@@ -46,15 +50,20 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def worker(variant: str, threads: int, device: str, out: str) -> None:
+def worker(variant: str, threads: int, device: str, out: str, channels_last: bool) -> None:
     import torch
 
     from ssnet.evaluation.inference import sliding_window_predict, sliding_window_predict_loop, window_grid
     from ssnet.networks import VNet
+    from ssnet.networks.fusion import fused_for_inference
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = VNet(in_channels=1, n_classes=2, n_filters=16, dropout=True).to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    if variant.startswith("fused"):
+        model = fused_for_inference(model)
     image = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
     n_windows = len(window_grid(SHAPE, PATCH, STRIDE_XY, STRIDE_Z))
     with torch.inference_mode():  # warm-up: allocator and thread pool, not counted
@@ -64,7 +73,7 @@ def worker(variant: str, threads: int, device: str, out: str) -> None:
     if variant == "loop":
         pred, prob = sliding_window_predict_loop(model, image, PATCH, STRIDE_XY, STRIDE_Z, 2, device=device)
     else:
-        bs = int(variant.removeprefix("batch"))
+        bs = int(variant.removeprefix("fused").removeprefix("batch"))
         pred, prob = sliding_window_predict(model, image, PATCH, STRIDE_XY, STRIDE_Z, 2, batch_size=bs, device=device)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -77,7 +86,9 @@ def worker(variant: str, threads: int, device: str, out: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[4, 8])
+    parser.add_argument("--fused-batch-sizes", type=int, nargs="*", default=[])
+    parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--malloc", choices=["default", "tuned", "both"], default="both")
@@ -86,12 +97,13 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.threads, args.device, args.out)
+        worker(args.worker, args.threads, args.device, args.out, args.channels_last)
         return
 
     variants = ([] if args.no_loop else ["loop"]) + [f"batch{b}" for b in args.batch_sizes]
+    variants += [f"fused{b}" for b in args.fused_batch_sizes]
     print(f"volume {SHAPE}, patch {PATCH}, strides {STRIDE_XY}/{STRIDE_Z}, VNet n_filters=16 (random init, eval), "
-          f"threads={args.threads}, device={args.device}")
+          f"threads={args.threads}, device={args.device}, channels_last={args.channels_last}")
     settings = ["default", "tuned"] if args.malloc == "both" else [args.malloc]
     failed = False
     for setting in settings:
@@ -111,7 +123,7 @@ def _run_variants(variants: list[str], args, env: dict) -> bool:
         for v in variants:
             out = os.path.join(tmp, f"{v}.npz")
             cmd = [sys.executable, __file__, "--worker", v, "--out", out, "--threads", str(args.threads),
-                   "--device", args.device]
+                   "--device", args.device] + (["--channels-last"] if args.channels_last else [])
             proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             res["arrays"] = dict(np.load(out))
