@@ -1,0 +1,104 @@
+"""Where one SS-Net training iteration's time goes on the CPU (torch profiler), next to the machine's peak.
+
+Runs ``step_time.py``'s SS-Net step (``config.yaml``'s settings, the ``tuned`` runtime: channels-last, and
+the allocator the process was started with) for one configuration, then prints:
+
+- the operators by self time (one profiled iteration after ``--warmup`` unprofiled ones);
+- the forward convolutions' rate (2 x output elements x input channels x kernel taps of every
+  ``nn.Conv2d`` / ``nn.Conv3d`` call, counted by forward hooks, over ``aten::mkldnn_convolution``'s time) and a
+  float32 matrix product's rate (4096 x 4096, same threads): how close the convolutions already run to what
+  the cores can do;
+- the convolution (forward + backward) and dropout-noise (``aten::bernoulli_``, a serial kernel) shares of
+  the step (operator self times: elapsed on the calling thread, whose worker threads run inside them).
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \\
+        .venv/bin/python benchmarks/step_profile.py --config acdc-small [--threads 2] [--warmup 2] [--rows 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_time  # noqa: E402  (benchmarks/ is not a package)
+
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
+
+
+def count_convolution_flop(module) -> list[float]:
+    """Forward hooks on every Conv2d / Conv3d under ``module`` adding each call's FLOP to the returned list's
+    only element: 2 * output elements * (input channels / groups) * kernel taps."""
+    from math import prod
+
+    from torch import nn
+
+    total = [0.0]
+
+    def hook(conv, inputs, output):
+        total[0] += 2.0 * output.numel() * conv.in_channels // conv.groups * prod(conv.kernel_size)
+
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            m.register_forward_hook(hook)
+    return total
+
+
+def matmul_gflops(threads: int, n: int = 4096, repeats: int = 5) -> float:
+    """Best rate of an n x n float32 matrix product (2 n^3 FLOP) over ``repeats``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="acdc-small", choices=sorted(step_time.CONFIGS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=25)
+    args = parser.parse_args()
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from ssnet.allocator import describe_allocator
+
+    _, method, batch = step_time.setup_variant(args.config, "ssnet", args.threads, "tuned")
+    plain, _ = step_time.timed_steps(method, batch, args.warmup, 2, 100, 30000)
+    flop = count_convolution_flop(method)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        profiled, _ = step_time.timed_steps(method, batch, 0, 1, 200, 30000)
+    events = prof.key_averages()
+    print(f"{args.config}, {args.threads} threads, malloc {describe_allocator()}")
+    unprofiled = ", ".join(f"{step['total']:.2f}" for step in plain)
+    print(f"iteration: {unprofiled} s unprofiled; "
+          f"{profiled[0]['total']:.2f} s profiled")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    # self time = the operator's elapsed time on the calling thread (its worker threads run inside it)
+    self_seconds = {e.key: e.self_cpu_time_total / 1e6 for e in events}
+    total = sum(self_seconds.values())
+    convolutions = sum(self_seconds.get(k, 0.0) for k in CONVOLUTION_OPS)
+    masks = self_seconds.get("aten::bernoulli_", 0.0)  # a serial kernel (one thread)
+    forward_flop = flop[0]
+    forward_seconds = self_seconds["aten::mkldnn_convolution"]
+    print(f"forward convolutions: {forward_flop / 1e9:.1f} GFLOP in {forward_seconds:.3f} s = "
+          f"{forward_flop / 1e9 / forward_seconds:.0f} GFLOP/s; float32 matrix product: "
+          f"{matmul_gflops(args.threads):.0f} GFLOP/s")
+    print(f"of {total:.2f} s of operator time: convolutions (forward + backward) {convolutions:.2f} s, "
+          f"dropout noise {masks:.2f} s, the rest {total - convolutions - masks:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
