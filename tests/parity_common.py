@@ -123,9 +123,24 @@ def fingerprint(t: torch.Tensor) -> list[float]:
     return [float(flat.norm()), float((flat * weights).sum()), float(flat.clamp(min=0).sum())]
 
 
+# Tolerances that hold across CPUs: the golden vectors were made on an Intel Xeon; on an AMD EPYC (AVX-512,
+# other oneDNN / BLAS kernels) the float32 cases measured at most 1.6e-6 (norms, relative) and 9e-6 (sums,
+# relative to the tensor's norm), and the gradients that are zero up to rounding (conv biases before BatchNorm)
+# at most 3.3e-6 in absolute value, against 2.3-11 for the largest gradient norm of the case.
+SUM_RTOL_FACTOR = 4  # a sum's rounding error scales with the tensor's norm (cancellation), not with the sum
+ROUNDING_ZERO = 1e-5  # tensors whose reference norm is below this x the case's largest norm are zero up to rounding
+
+
 def assert_stats(ours: np.ndarray, ref: np.ndarray, names: list[str], what: str, rtol: float, atol: float) -> None:
-    """Per-tensor [L2 norm, sum]: |a - b| <= rtol * |b| + atol * (1 + norm_b)."""
-    bound = rtol * np.abs(ref) + atol * (1.0 + ref[:, :1])
+    """Per-tensor [L2 norm, sum]: norm within rtol * norm_b + atol * (1 + norm_b), sum within
+    max(rtol * |sum_b|, SUM_RTOL_FACTOR * rtol * norm_b) + atol * (1 + norm_b). A tensor that is zero up to
+    rounding on the reference side (norm below ``ROUNDING_ZERO`` x the largest norm) must be so on ours:
+    both statistics below that floor."""
+    norm_b = ref[:, :1]
+    bound = np.maximum(rtol * np.abs(ref), [0.0, SUM_RTOL_FACTOR * rtol] * norm_b) + atol * (1.0 + norm_b)
+    floor = ROUNDING_ZERO * ref[:, 0].max()
+    zero = ref[:, 0] < floor
+    bound[zero] = np.maximum(bound[zero], floor + np.abs(ref[zero]))  # |ours| <= floor whatever the noise
     bad = np.argwhere(np.abs(ours - ref) > bound)
     detail = [f"{names[i]} {['norm', 'sum'][j]}: ours {ours[i, j]:.9g} ref {ref[i, j]:.9g}" for i, j in bad[:8]]
     assert not len(bad), f"{what}: {len(bad)} mismatches\n" + "\n".join(detail)

@@ -43,9 +43,12 @@ LOGGED = {
 # reference's 2D VAT distance (softDiceLoss) casts its target to float32 (a no-op in a float32 run), which moves
 # the 2D smoothness loss by ~7e-9 and the gradients / updates by ~1e-7 relative.
 LOSS_ATOL = 5e-8  # loss scalars (values ~0.1-2)
-STATS_RTOL = 1e-6  # gradient / update [norm, sum], relative to the tensor's norm
+# gradient / update [norm, sum], relative to the tensor's norm. Iteration 1 agrees to ~1e-10 on the CPU the
+# vectors were made on (Intel Xeon); on an AMD EPYC (other float64 kernels) iteration 2 measured up to 2.5e-6
+# (sums) and 2.9e-7 (norms): iteration 1's rounding differences, ~1e-13 in the losses, grow through the step.
+STATS_RTOL = 1e-5
 STATS_ATOL = 1e-12  # floor: gradients that are 0 up to rounding (conv biases before BatchNorm) are < 1e-14
-WEIGHT_RTOL = 1e-9  # weights after the step, relative to the tensor's norm
+WEIGHT_RTOL = 1e-7  # weights after the step, relative to the tensor's norm (AMD EPYC, iteration 2: 4.3e-8)
 BUFFER = {"rtol": 1e-8, "atol": 1e-10}
 MEMORY = {"rtol": 1e-7, "atol": 1e-9}
 FULL_GRAD = (1e-12, 1e-6)  # max|a - b| <= atol + rtol * max|b|
