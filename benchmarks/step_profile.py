@@ -5,7 +5,8 @@ the allocator the process was started with) for one configuration, then prints:
 
 - the operators by self time (one profiled iteration after ``--warmup`` unprofiled ones);
 - the forward convolutions' rate (2 x output elements x input channels x kernel taps of every
-  ``nn.Conv2d`` / ``nn.Conv3d`` call, counted by forward hooks, over ``aten::mkldnn_convolution``'s time) and a
+  ``nn.Conv2d`` / ``nn.Conv3d`` call - transposed ones excluded - counted by forward hooks, over
+  ``aten::mkldnn_convolution``'s time; CPU with oneDNN) and a
   float32 matrix product's rate (4096 x 4096, same threads): how close the convolutions already run to what
   the cores can do;
 - the convolution (forward + backward) and dropout-noise (``aten::bernoulli_``, a serial kernel) shares of
@@ -25,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import step_time  # noqa: E402  (benchmarks/ is not a package)
 
-CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")
+# aten::_convolution's self time is the transposed convolutions' forward (the others run in mkldnn_convolution)
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution_backward")
 
 
 def count_convolution_flop(module) -> list[float]:
@@ -91,11 +93,11 @@ def main() -> None:
     total = sum(self_seconds.values())
     convolutions = sum(self_seconds.get(k, 0.0) for k in CONVOLUTION_OPS)
     masks = self_seconds.get("aten::bernoulli_", 0.0)  # a serial kernel (one thread)
-    forward_flop = flop[0]
-    forward_seconds = self_seconds["aten::mkldnn_convolution"]
-    print(f"forward convolutions: {forward_flop / 1e9:.1f} GFLOP in {forward_seconds:.3f} s = "
-          f"{forward_flop / 1e9 / forward_seconds:.0f} GFLOP/s; float32 matrix product: "
-          f"{matmul_gflops(args.threads):.0f} GFLOP/s")
+    forward_seconds = self_seconds.get("aten::mkldnn_convolution", 0.0)
+    if forward_seconds > 0:
+        print(f"forward convolutions (transposed ones excluded): {flop[0] / 1e9:.1f} GFLOP in {forward_seconds:.3f} s"
+              f" = {flop[0] / 1e9 / forward_seconds:.0f} GFLOP/s; float32 matrix product: "
+              f"{matmul_gflops(args.threads):.0f} GFLOP/s")
     print(f"of {total:.2f} s of operator time: convolutions (forward + backward) {convolutions:.2f} s, "
           f"dropout noise {masks:.2f} s, the rest {total - convolutions - masks:.2f} s")
 

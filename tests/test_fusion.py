@@ -132,10 +132,35 @@ def test_network_for_inference_follows_the_setting_and_the_device():
     assert fused is not network and any(isinstance(m, FusedConvAct) for m in fused.modules())
 
 
-def test_fused_block_refuses_training_and_other_activations():
+def test_fused_block_refuses_training_and_what_it_cannot_fuse():
     conv, norm = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2).eval()
     fused = FusedConvAct(conv, norm, nn.ReLU())
     with pytest.raises(RuntimeError, match="for inference"):
         fused.train()(torch.zeros(1, 1, 4, 4))
     with pytest.raises(TypeError, match="Sigmoid"):
         FusedConvAct(conv, norm, nn.Sigmoid())
+    with pytest.raises(TypeError, match="grouped transposed"):
+        FusedConvAct(nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2), nn.BatchNorm2d(4).eval(), nn.ReLU())
+
+
+def test_grouped_convolution_and_plain_batchnorm_fold():
+    """Groups on a regular convolution; BatchNorm without affine parameters; a convolution without bias."""
+    torch.manual_seed(0)
+    conv, norm = nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(6, affine=False)
+    norm.running_mean.uniform_(-0.5, 0.5)
+    norm.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.inference_mode():
+        expected = torch.relu(norm.eval()(conv(x)))
+        got = FusedConvAct(conv, norm, nn.ReLU()).eval()(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fusing_twice_and_networks_fusion_cannot_run():
+    network = _randomise_batchnorm(VNet(n_filters=4))
+    fused = fused_for_inference(network)
+    again = fused_for_inference(fused)
+    x = torch.randn(1, 1, 32, 32, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x)[0], fused(x)[0], rtol=0, atol=0)
+    assert network_for_inference(network.double(), {"fuse_batchnorm": True}, "cpu") is network

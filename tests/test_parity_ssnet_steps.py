@@ -43,12 +43,13 @@ LOGGED = {
 # reference's 2D VAT distance (softDiceLoss) casts its target to float32 (a no-op in a float32 run), which moves
 # the 2D smoothness loss by ~7e-9 and the gradients / updates by ~1e-7 relative.
 LOSS_ATOL = 5e-8  # loss scalars (values ~0.1-2)
-# gradient / update [norm, sum], relative to the tensor's norm. Iteration 1 agrees to ~1e-10 on the CPU the
-# vectors were made on (Intel Xeon); on an AMD EPYC (other float64 kernels) iteration 2 measured up to 2.5e-6
-# (sums) and 2.9e-7 (norms): iteration 1's rounding differences, ~1e-13 in the losses, grow through the step.
-STATS_RTOL = 1e-5
+# Per iteration (1, 2): gradient / update [norm, sum] relative to the tensor's norm, and weights after the step.
+# Iteration 1 agrees to ~1e-10 on the CPU the vectors were made on (Intel Xeon) and on an AMD EPYC (other float64
+# kernels: 3.4e-10 / 2.3e-12); there, iteration 2 measured 2.5e-6 (sums) and 2.9e-7 (norms), and 4.3e-8 on the
+# weights: iteration 1's rounding differences, ~1e-13 in the losses, grow through the second step.
+STATS_RTOL = (1e-6, 1e-5)
 STATS_ATOL = 1e-12  # floor: gradients that are 0 up to rounding (conv biases before BatchNorm) are < 1e-14
-WEIGHT_RTOL = 1e-7  # weights after the step, relative to the tensor's norm (AMD EPYC, iteration 2: 4.3e-8)
+WEIGHT_RTOL = (1e-9, 2e-7)
 BUFFER = {"rtol": 1e-8, "atol": 1e-10}
 MEMORY = {"rtol": 1e-7, "atol": 1e-9}
 FULL_GRAD = (1e-12, 1e-6)  # max|a - b| <= atol + rtol * max|b|
@@ -157,9 +158,9 @@ def test_gradients_updates_and_weights(case, k):
     name, meta, arrays, results = case
     out, p = results[k], f"step{k}/"
     names = meta["parameters"]
-    assert_stats(out["grad_stats"], arrays[p + "grad_stats"], names, "gradients", STATS_RTOL)
-    assert_stats(out["update_stats"], arrays[p + "update_stats"], names, "SGD updates", STATS_RTOL)
-    assert_stats(out["param_after_stats"], arrays[p + "param_after_stats"], names, "weights", WEIGHT_RTOL)
+    assert_stats(out["grad_stats"], arrays[p + "grad_stats"], names, "gradients", STATS_RTOL[k])
+    assert_stats(out["update_stats"], arrays[p + "update_stats"], names, "SGD updates", STATS_RTOL[k])
+    assert_stats(out["param_after_stats"], arrays[p + "param_after_stats"], names, "weights", WEIGHT_RTOL[k])
     for grad_name in meta["full_grads"]:
         expected, ours = arrays[p + "grad/" + grad_name], out["grads"][grad_name].numpy()
         assert np.abs(ours - expected).max() <= FULL_GRAD[0] + FULL_GRAD[1] * np.abs(expected).max(), grad_name
