@@ -5,8 +5,9 @@ conv -> BN folds into one convolution with weight ``W * s`` (per output channel)
 ``(b - mean) * s + beta``; the ReLU / LeakyReLU that follows runs as the convolution's post-op
 (``torch.ops.mkldnn._convolution_pointwise``, the kernels PyTorch's compiler uses for the same fusion).
 The maths is the same; the float rounding differs (the scale rounded into every weight, one pass instead of
-three): about 1e-5 relative on the logits (2.2e-5 on the golden VNet's, which reach 2.5). Training is untouched: the fused network is a copy used under
-``torch.inference_mode`` by evaluation and validation (``inference.fuse_batchnorm``).
+three): about 1e-5 relative on the logits (2.2e-5 on the golden VNet's, which reach 2.5). Training is
+untouched: the fused network is a copy used under ``torch.inference_mode`` by evaluation and validation
+(``inference.fuse_batchnorm``).
 
 Blocks declare their (conv, norm, activation) attribute triples in ``FUSABLE``; their ``forward`` must
 apply the three in that order (:class:`ssnet.networks.vnet.ConvNormReLU`,
@@ -81,10 +82,7 @@ def fold_batchnorm(conv: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> tu
     out_dim = 1 if isinstance(conv, nn.modules.conv._ConvTransposeNd) else 0
     shape = [1] * weight.dim()
     shape[out_dim] = -1
-    layout = torch.channels_last_3d if weight.dim() == 5 else torch.channels_last
-    folded = (weight.double() * scale.view(shape)).to(weight.dtype)
-    if weight.is_contiguous(memory_format=layout) and not weight.is_contiguous():
-        folded = folded.contiguous(memory_format=layout)
+    folded = (weight.double() * scale.view(shape)).to(weight.dtype)  # element-wise: keeps the weight's strides
     return folded, shift.to(weight.dtype)
 
 
