@@ -6,7 +6,7 @@ options it reuses): the same iteration - ``training_step``, backward, SGD step a
 URPC and MC-Net, with ``ssnet`` and ``supervised`` (labelled-only batch) as in-run references.
 LA: VNet, 2 labelled + 2 unlabelled patches; ACDC: UNet, 12 + 12 slices; reduced sizes (``*-small``:
 64x64x48, 128x128) and paper sizes (``*-paper``: 112x112x80, 256x256). Each (configuration, method)
-runs in a fresh subprocess, so ``ru_maxrss`` is that configuration's own peak.
+runs in a fresh subprocess, so its peak RSS (``VmHWM``, ``step_time.peak_gb``) is that configuration's own.
 
     .venv/bin/python benchmarks/baselines_step_time.py [--configs la-small acdc-small]
         [--methods uamt sassnet dtc urpc mcnet] [--threads 2] [--warmup 1] [--repeats 3] [--json out.json]

@@ -15,8 +15,8 @@ repository) and urpc on LA (SSL4MIS has only a 3D U-Net script, another backbone
 infer``) is compared for SS-Net only.
 
 Every measurement (method, part, size, side, round) runs in a fresh subprocess of this script, so that
-``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is that measurement's peak RSS (the whole process: imports,
-model, data); each runs ``--warmup`` unmeasured then ``--repeats`` measured repetitions with ``--threads``
+its peak RSS (``VmHWM``, ``step_time.peak_gb``; not ``ru_maxrss``, which on Linux starts from the driver's
+peak) is that measurement's (the whole process: imports, model, data); each runs ``--warmup`` unmeasured then ``--repeats`` measured repetitions with ``--threads``
 torch threads (``torch.set_num_threads`` and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``). In every round the
 official worker runs first, then ours. Reported, per (method, size): the median of the measured repetitions
 pooled over the rounds, the largest peak of the rounds, and ratios within the run (speed-up = official

@@ -2,7 +2,7 @@
 
 Volume 175 x 132 x 88 (a real LA test case's size), patch 112 x 112 x 80, strides 18 / 4 -> 45 windows,
 a randomly initialised VNet (n_filters 16) in eval mode, 2 torch threads by default. Every variant runs in
-its own subprocess so that ``ru_maxrss`` (peak resident memory) is per variant. Predictions of every
+its own subprocess so that the peak resident memory (``VmHWM``, ``step_time.peak_gb``) is per variant. Predictions of every
 batched run are compared with the loop's (exact, except voxels whose probability is within 1e-4 of 0.5).
 
     .venv/bin/python benchmarks/sliding_window.py [--batch-sizes 4 8] [--fused-batch-sizes 4] [--channels-last]
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,8 +31,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "benchmarks"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from step_time import peak_gb, proc_status_kib  # noqa: E402  (benchmarks/ is not a package)
 
 SHAPE = (175, 132, 88)
 PATCH = (112, 112, 80)
@@ -43,11 +45,8 @@ TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 30), "MALLOC_TRIM_THRESH
 
 
 def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    kib = proc_status_kib("VmRSS")
+    return float("nan") if kib is None else kib / 1024
 
 
 def worker(variant: str, threads: int, device: str, out: str, channels_last: bool) -> None:
@@ -78,7 +77,7 @@ def worker(variant: str, threads: int, device: str, out: str, channels_last: boo
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_gb() * 1e9 / 2**20
     np.savez(out, pred=pred, prob=prob)
     print(json.dumps({"variant": variant, "seconds": seconds, "peak_rss_mib": peak,
                       "rss_before_mib": rss_before, "windows": n_windows, "foreground": int(pred.sum())}))

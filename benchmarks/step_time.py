@@ -15,8 +15,8 @@ Variants (``VARIANTS``: SS-Net parameters over those of ``config.yaml``):
   (pixels x prototypes) distance matrices in the separation loss): the same-conditions baseline;
 - ``labelled-only``: the ``supervised`` method on the labelled-only batch.
 
-Each (configuration, variant, runtime) runs in a fresh subprocess so that ``ru_maxrss`` is its own
-peak. Runtimes (the engine's config switches ``channels_last`` and ``cpu_allocator``, applied the same
+Each (configuration, variant, runtime) runs in a fresh subprocess so that its peak RSS (``VmHWM``,
+:func:`peak_gb`) is its own. Runtimes (the engine's config switches ``channels_last`` and ``cpu_allocator``, applied the same
 way through :mod:`ssnet.runtime` and :mod:`ssnet.allocator`; under ``LD_PRELOAD`` jemalloc the malloc
 thresholds go unused): ``default`` = contiguous layout, glibc's malloc defaults;
 ``channels-last``; ``malloc`` = mmap and trim thresholds at 2047 MiB (freed activation buffers are
@@ -262,9 +262,25 @@ def phase_shares(step: dict) -> dict[str, float]:
     return {name: value / step["total"] for name, value in seconds.items()}
 
 
+def proc_status_kib(field: str) -> float | None:
+    """A memory field of ``/proc/self/status`` (``VmHWM``, ``VmRSS``) in KiB; None where there is none."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    return None
+
+
 def peak_gb() -> float:
-    """This process's peak resident memory so far (``ru_maxrss``, KiB on Linux) in GB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    """This process's own peak resident memory so far in GB: ``VmHWM`` (Linux), else ``ru_maxrss`` (KiB).
+
+    Not ``ru_maxrss`` on Linux: the kernel carries the spawning process's peak over the exec of a subprocess,
+    so a worker started by a driver holding 0.9 GB would report at least 0.9 GB; ``VmHWM`` belongs to the
+    worker's own address space."""
+    kib = proc_status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * 1024 / 1e9
 
 
 def worker(config_name: str, variant: str, runtime: str, threads: int, warmup: int, repeats: int) -> dict:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ssnet.losses import class_argmax
 from ssnet.modes import module_mode
 from ssnet.networks.fusion import FusedConvAct
+from ssnet.runtime import memory_format
 
 __all__ = [
     "largest_component",
@@ -134,7 +135,7 @@ def _input_layout(model: torch.nn.Module) -> torch.memory_format:
     Weights that fit both layouts (one input channel, 1x1 kernels) do not decide."""
     for m in model.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d, FusedConvAct)) and not m.weight.is_contiguous():
-            layout = torch.channels_last if m.weight.dim() == 4 else torch.channels_last_3d
+            layout = memory_format(True, m.weight.dim() - 2)
             return layout if m.weight.is_contiguous(memory_format=layout) else torch.contiguous_format
     return torch.contiguous_format
 
