@@ -135,7 +135,8 @@ for _path in (ROOT, ROOT / "benchmarks", ROOT / "tests", ROOT / "tests" / "golde
 from make_ssnet_steps import (_FakeDataset, _Writer, importlib_missing, missing_module_stubs,  # noqa: E402
                               patched)
 from parity_common import blobs, cuda_noop, purge_reference_modules  # noqa: E402
-from step_time import CONFIGS, config_run, peak_gb, setup_step, synthetic_batch, timed_steps  # noqa: E402
+from step_time import (CONFIGS, calibrate_output, config_run, peak_gb, setup_step, synthetic_batch,  # noqa: E402
+                       timed_steps)
 
 SIDES = ("official", "ours")
 SEED = 1337  # official network init (as the scripts' default --seed) and the inference inputs
@@ -545,7 +546,8 @@ def prepare_inference(workdir: Path, code_dir: Path, sizes: list[str]) -> None:
             torch.manual_seed(SEED)
             model = net_factory(**NETWORKS[dataset]).eval()
             image = np.load(workdir / f"{size}-input.npz")["image"]
-            means = calibrate_output(model, calibration_batch(image, dataset, INFERENCE[size]["patch"]))
+            batch = calibration_batch(image, dataset, INFERENCE[size]["patch"])
+            means = calibrate_output(model, model.decoder.out_conv, batch)
             print(f"[{size}] official {dataset} init, output conv calibrated: mean class probabilities "
                   + ", ".join(f"{m:.3f}" for m in means), flush=True)
             torch.save(model.state_dict(), workdir / f"{size}-weights.pt")
@@ -564,34 +566,6 @@ def calibration_batch(image: np.ndarray, dataset: str, patch: tuple) -> "torch.T
     _, h, w = image.shape
     zoomed = [scipy.ndimage.zoom(s, (patch[0] / h, patch[1] / w), order=0) for s in image]
     return torch.from_numpy(np.stack(zoomed).astype(np.float32))[:, None]
-
-
-def calibrate_output(model, batch, spread: float = 2.0, rounds: int = 50) -> list[float]:
-    """Rescale and shift ``model.decoder.out_conv`` (eval mode, on ``batch``) so that its logits look like a
-    trained network's rather than a random init's, which predicts one class almost everywhere with nearly
-    flat logits (an identical-label-map check would then be nearly vacuous, or all near-ties):
-
-    - weight and bias times ``spread / std(logits - their class mean)``: the class contrast gets std ``spread``;
-    - then ``b_c -= log(C * mean_p_c)``, ``rounds`` times on the rescaled logits of the one forward (the
-      bias adds to them), so that every class has about the same mean softmax probability.
-
-    Returns the classes' final mean probabilities."""
-    import torch
-
-    with torch.no_grad():
-        out_conv = model.decoder.out_conv
-        logits = model(batch)[0].double()
-        scale = spread / (logits - logits.mean(dim=1, keepdim=True)).std().item()
-        out_conv.weight *= scale
-        out_conv.bias *= scale
-        logits *= scale
-        shift = torch.zeros(logits.shape[1], dtype=torch.float64)
-        view = (1, -1) + (1,) * (logits.dim() - 2)
-        for _ in range(rounds):
-            mean = torch.softmax(logits + shift.view(view), dim=1).mean(dim=[0, *range(2, logits.dim())])
-            shift -= torch.log(mean * logits.shape[1])
-        out_conv.bias += shift.to(out_conv.bias.dtype)
-    return mean.tolist()
 
 
 def compare(workdir: Path, size: str) -> dict:

@@ -1,9 +1,11 @@
 """Benchmark: batched sliding-window inference vs the one-window-at-a-time loop on the LA test geometry.
 
 Volume 175 x 132 x 88 (a real LA test case's size), patch 112 x 112 x 80, strides 18 / 4 -> 45 windows,
-a randomly initialised VNet (n_filters 16) in eval mode, 2 torch threads by default. Every variant runs in
-its own subprocess so that the peak resident memory (``VmHWM``, ``step_time.peak_gb``) is per variant. Predictions of every
-batched run are compared with the loop's (exact, except voxels whose probability is within 1e-4 of 0.5).
+a randomly initialised VNet (n_filters 16) in eval mode whose output convolution is calibrated on the centre
+window (``step_time.calibrate_output``: sharp logits, about half the voxels foreground, so that the prediction
+check compares a real boundary), 2 torch threads by default. Every variant runs in its own subprocess so that
+the peak resident memory (``VmHWM``, ``step_time.peak_gb``) is per variant. Predictions of every batched run
+are compared with the loop's (exact, except voxels whose probability is within 1e-4 of 0.5).
 
     .venv/bin/python benchmarks/sliding_window.py [--batch-sizes 4 8] [--fused-batch-sizes 4] [--channels-last]
                                                   [--threads 2] [--device cpu] [--malloc default|tuned|both]
@@ -35,7 +37,7 @@ for _path in (ROOT, ROOT / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from step_time import peak_gb, proc_status_kib  # noqa: E402  (benchmarks/ is not a package)
+from step_time import calibrate_output, peak_gb, proc_status_kib  # noqa: E402  (benchmarks/ is not a package)
 
 SHAPE = (175, 132, 88)
 PATCH = (112, 112, 80)
@@ -49,21 +51,48 @@ def _rss_mib() -> float:
     return float("nan") if kib is None else kib / 1024
 
 
-def worker(variant: str, threads: int, device: str, out: str, channels_last: bool) -> None:
+def benchmark_volume() -> np.ndarray:
+    """The seeded random input volume (SHAPE, float32)."""
+    return np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+
+
+def benchmark_network():
+    """The VNet (n_filters 16, eval mode) of torch seed 0."""
+    import torch
+
+    from ssnet.networks import VNet
+
+    torch.manual_seed(0)
+    return VNet(in_channels=1, n_classes=2, n_filters=16, dropout=True).eval()
+
+
+def save_calibrated_weights(path: str) -> None:
+    """:func:`benchmark_network` with its output convolution calibrated on the volume's centre window
+    (``calibrate_output``), saved to ``path``: in the driver, so that every variant gets the same weights and
+    no worker's peak memory includes the calibration's forward."""
+    import torch
+
+    model, image = benchmark_network(), benchmark_volume()
+    centre = image[tuple(slice((n - p) // 2, (n - p) // 2 + p) for n, p in zip(SHAPE, PATCH))]
+    calibrate_output(model, model.out_conv, torch.from_numpy(np.ascontiguousarray(centre))[None, None])
+    torch.save(model.state_dict(), path)
+
+
+def worker(variant: str, threads: int, device: str, out: str, channels_last: bool, weights: str) -> None:
     import torch
 
     from ssnet.evaluation.inference import sliding_window_predict, sliding_window_predict_loop, window_grid
-    from ssnet.networks import VNet
     from ssnet.networks.fusion import fused_for_inference
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = VNet(in_channels=1, n_classes=2, n_filters=16, dropout=True).to(device).eval()
+    model = benchmark_network()
+    model.load_state_dict(torch.load(weights))
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
+    image = benchmark_volume()
     if variant.startswith("fused"):
         model = fused_for_inference(model)
-    image = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
     n_windows = len(window_grid(SHAPE, PATCH, STRIDE_XY, STRIDE_Z))
     with torch.inference_mode():  # warm-up: allocator and thread pool, not counted
         model(torch.zeros((1, 1, 16, 16, 16), device=device))
@@ -94,9 +123,10 @@ def main() -> None:
     parser.add_argument("--no-loop", action="store_true", help="skip the one-window loop (no equality check)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.threads, args.device, args.out, args.channels_last)
+        worker(args.worker, args.threads, args.device, args.out, args.channels_last, args.weights)
         return
 
     variants = ([] if args.no_loop else ["loop"]) + [f"batch{b}" for b in args.batch_sizes]
@@ -119,10 +149,12 @@ def main() -> None:
 def _run_variants(variants: list[str], args, env: dict) -> bool:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "weights.pt")
+        save_calibrated_weights(weights)
         for v in variants:
             out = os.path.join(tmp, f"{v}.npz")
             cmd = [sys.executable, __file__, "--worker", v, "--out", out, "--threads", str(args.threads),
-                   "--device", args.device] + (["--channels-last"] if args.channels_last else [])
+                   "--device", args.device, "--weights", weights] + (["--channels-last"] if args.channels_last else [])
             proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             res["arrays"] = dict(np.load(out))

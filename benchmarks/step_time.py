@@ -262,6 +262,34 @@ def phase_shares(step: dict) -> dict[str, float]:
     return {name: value / step["total"] for name, value in seconds.items()}
 
 
+def calibrate_output(model, out_conv, batch, spread: float = 2.0, rounds: int = 50) -> list[float]:
+    """Rescale and shift ``out_conv``, the output convolution of ``model`` (eval mode; ``model(batch)[0]`` are
+    the logits), so that the logits on ``batch`` look like a trained network's rather than a random init's,
+    which predicts one class almost everywhere with nearly flat logits (an identical-label-map check would then
+    be nearly vacuous, or all near-ties):
+
+    - weight and bias times ``spread / std(logits - their class mean)``: the class contrast gets std ``spread``;
+    - then ``b_c -= log(C * mean_p_c)``, ``rounds`` times on the rescaled logits of the one forward (the
+      bias adds to them), so that every class has about the same mean softmax probability.
+
+    Returns the classes' final mean probabilities."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(batch)[0].double()
+        scale = spread / (logits - logits.mean(dim=1, keepdim=True)).std().item()
+        out_conv.weight *= scale
+        out_conv.bias *= scale
+        logits *= scale
+        shift = torch.zeros(logits.shape[1], dtype=torch.float64)
+        view = (1, -1) + (1,) * (logits.dim() - 2)
+        for _ in range(rounds):
+            mean = torch.softmax(logits + shift.view(view), dim=1).mean(dim=[0, *range(2, logits.dim())])
+            shift -= torch.log(mean * logits.shape[1])
+        out_conv.bias += shift.to(out_conv.bias.dtype)
+    return mean.tolist()
+
+
 def proc_status_kib(field: str) -> float | None:
     """A memory field of ``/proc/self/status`` (``VmHWM``, ``VmRSS``) in KiB; None where there is none."""
     with contextlib.suppress(OSError), open("/proc/self/status") as status:
