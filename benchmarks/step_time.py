@@ -16,15 +16,14 @@ Variants (``VARIANTS``: SS-Net parameters over those of ``config.yaml``):
 - ``labelled-only``: the ``supervised`` method on the labelled-only batch.
 
 Each (configuration, variant, runtime) runs in a fresh subprocess so that its peak RSS (``VmHWM``,
-:func:`peak_gb`) is its own. Runtimes (the engine's config switches ``channels_last`` and ``cpu_allocator``, applied the same
-way through :mod:`ssnet.runtime` and :mod:`ssnet.allocator`; under ``LD_PRELOAD`` jemalloc the malloc
-thresholds go unused): ``default`` = contiguous layout, glibc's malloc defaults;
-``channels-last``; ``malloc`` = mmap and trim thresholds at 2047 MiB (freed activation buffers are
-reused instead of unmapped and page-faulted back); ``tuned`` = both.
-The smoothness share is the wall time of the VAT call (power iteration forward + backward, final forward,
-and the clean target pass where it is a separate forward; on the VNet with dropout that pass starts from the
-training forward's encoder outputs and counts as forward) over the step; the final pass's backward is not
-included.
+:func:`peak_gb`) is its own. Runtimes (the engine's config switches ``channels_last`` and
+``cpu_allocator``, applied the same way through :mod:`ssnet.runtime` and :mod:`ssnet.allocator`; under
+``LD_PRELOAD`` jemalloc the malloc thresholds go unused): ``default`` = contiguous layout, glibc's malloc
+defaults; ``channels-last``; ``malloc`` = mmap and trim thresholds at 2047 MiB (freed activation buffers
+are reused instead of unmapped and page-faulted back); ``tuned`` = both. The smoothness share is the wall
+time of the VAT call (power iteration forward + backward, final forward, and the clean target pass where
+it is a separate forward; on the VNet with dropout that pass starts from the training forward's encoder
+outputs and counts as forward) over the step; the final pass's backward is not included.
 
     .venv/bin/python benchmarks/step_time.py [--configs la-small acdc-small] [--variants ssnet labelled-only]
         [--runtimes default tuned] [--threads 2] [--warmup 1] [--repeats 3] [--rounds 1] [--json out.json]
@@ -282,12 +281,15 @@ def calibrate_output(model, out_conv, batch, spread: float = 2.0, rounds: int = 
         out_conv.bias *= scale
         logits *= scale
         shift = torch.zeros(logits.shape[1], dtype=torch.float64)
-        view = (1, -1) + (1,) * (logits.dim() - 2)
+        view, pixels = (1, -1) + (1,) * (logits.dim() - 2), [0, *range(2, logits.dim())]
+
+        def class_means() -> torch.Tensor:
+            return torch.softmax(logits + shift.view(view), dim=1).mean(dim=pixels)
+
         for _ in range(rounds):
-            mean = torch.softmax(logits + shift.view(view), dim=1).mean(dim=[0, *range(2, logits.dim())])
-            shift -= torch.log(mean * logits.shape[1])
+            shift -= torch.log(class_means() * logits.shape[1])
         out_conv.bias += shift.to(out_conv.bias.dtype)
-    return mean.tolist()
+        return class_means().tolist()
 
 
 def proc_status_kib(field: str) -> float | None:
