@@ -14,15 +14,16 @@ with a note: dtc on ACDC (its only 2D script is in the unmerged SSL4MIS pull req
 repository) and urpc on LA (SSL4MIS has only a 3D U-Net script, another backbone). Inference (``--parts
 infer``) is compared for SS-Net only.
 
-Every measurement (method, part, size, side, round) runs in a fresh subprocess of this script, so that
-its peak RSS (``VmHWM``, ``step_time.peak_gb``; not ``ru_maxrss``, which on Linux starts from the driver's
-peak) is that measurement's (the whole process: imports, model, data); each runs ``--warmup`` unmeasured then ``--repeats`` measured repetitions with ``--threads``
-torch threads (``torch.set_num_threads`` and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``). In every round the
-official worker runs first, then ours. Reported, per (method, size): the median of the measured repetitions
-pooled over the rounds, the largest peak of the rounds, and ratios within the run (speed-up = official
-median / ours; peak ratio = ours / official). CPU, float32 on both sides. ``--json``: ``settings`` (our run
-config per method and dataset), the options, and ``results`` (per method, size and part: ``official_code``,
-each side's times, peaks and last logged values, the table's rows, the inference check).
+Every measurement (method, part, size, side, round) runs in a fresh subprocess of this script, so that its
+peak RSS (``VmHWM``, ``step_time.peak_gb``; not ``ru_maxrss``, which on Linux starts from the driver's peak)
+is that measurement's (the whole process: imports, model, data); each runs ``--warmup`` unmeasured then
+``--repeats`` measured repetitions with ``--threads`` torch threads (``torch.set_num_threads`` and
+``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``). In every round the official worker runs first, then ours.
+Reported, per (method, size): the median of the measured repetitions pooled over the rounds, the largest peak
+of the rounds, and ratios within the run (speed-up = official median / ours; peak ratio = ours / official).
+CPU, float32 on both sides. ``--json``: ``settings`` (our run config per method and dataset), the options, and
+``results`` (per method, size and part: ``official_code``, each side's times, peaks and last logged values,
+the table's rows, the inference check).
 
 Training (one iteration of the method; the batch of ``step_time.synthetic_batch``, seeded, the same on both
 sides): ``la-small`` / ``la-paper``: VNet, batch 4 (2 labelled) of 1x64x64x48 / 1x112x112x80; ``acdc-small``
@@ -59,9 +60,9 @@ Inference (SS-Net only; random-but-smooth input volume and the official network'
 into ours through ``ssnet.networks.reference_names``; eval mode). The init's output convolution is first
 rescaled and its bias shifted (``calibrate_output``; printed) so that the class contrast of its logits has
 std 2 and every class about the same mean probability on what the network sees of the input: a random init
-alone predicts almost one class everywhere with nearly flat logits (LA: 16 foreground voxels of 2M; ACDC: 6%
-of the pixels within 1e-4 of a tie once balanced), which would make the label check nearly vacuous. The
-table's check column gives the near-ties and the official prediction's class counts.
+alone predicts almost one class everywhere with nearly flat logits (LA: 16 foreground voxels of 2M; ACDC: one
+class on ~95% of the pixels), which would make the label check nearly vacuous. The table's check column gives
+the near-ties and the official prediction's class counts.
 - LA: official ``utils/test_3d_patch.test_single_case`` with ``net_factory('VNet', mode='test')``; ours
   ``sliding_window_predict`` (what ``LA.predict_volume`` runs for ``predict_case``) with the config's
   ``batch_size``. Neither includes the largest-component step. ``la-paper``: volume 175x132x88, patch
@@ -525,8 +526,8 @@ def ours_infer(size: str, run_cfg: dict, threads: int, workdir: Path, warmup: in
 
 # ------------------------------------------------------------------------------------ driver
 def prepare_inference(workdir: Path, code_dir: Path, sizes: list[str]) -> None:
-    """Seeded inputs per size and, per size, the official network's seeded random init with its output bias
-    calibrated on that input (:func:`calibrate_output`), as files."""
+    """Seeded inputs per size and, per size, the official network's seeded random init with its output
+    convolution calibrated on that input (:func:`calibrate_output`), as files."""
     import torch
 
     for size in sizes:

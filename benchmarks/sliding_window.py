@@ -131,26 +131,28 @@ def main() -> None:
 
     variants = ([] if args.no_loop else ["loop"]) + [f"batch{b}" for b in args.batch_sizes]
     variants += [f"fused{b}" for b in args.fused_batch_sizes]
-    print(f"volume {SHAPE}, patch {PATCH}, strides {STRIDE_XY}/{STRIDE_Z}, VNet n_filters=16 (random init, eval), "
+    print(f"volume {SHAPE}, patch {PATCH}, strides {STRIDE_XY}/{STRIDE_Z}, VNet n_filters=16 (random init, "
+          f"output conv calibrated, eval), "
           f"threads={args.threads}, device={args.device}, channels_last={args.channels_last}")
     settings = ["default", "tuned"] if args.malloc == "both" else [args.malloc]
     failed = False
-    for setting in settings:
-        env = {**os.environ, **(TUNED_MALLOC_ENV if setting == "tuned" else {})}
-        if setting == "default":
-            for k in TUNED_MALLOC_ENV:
-                env.pop(k, None)
-        print(f"-- allocator: {setting}" + (f" {TUNED_MALLOC_ENV}" if setting == "tuned" else ""), flush=True)
-        failed |= _run_variants(variants, args, env)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "weights.pt")
+        save_calibrated_weights(weights)
+        for setting in settings:
+            env = {**os.environ, **(TUNED_MALLOC_ENV if setting == "tuned" else {})}
+            if setting == "default":
+                for k in TUNED_MALLOC_ENV:
+                    env.pop(k, None)
+            print(f"-- allocator: {setting}" + (f" {TUNED_MALLOC_ENV}" if setting == "tuned" else ""), flush=True)
+            failed |= _run_variants(variants, args, env, weights)
     if failed:
         sys.exit(1)
 
 
-def _run_variants(variants: list[str], args, env: dict) -> bool:
+def _run_variants(variants: list[str], args, env: dict, weights: str) -> bool:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        weights = os.path.join(tmp, "weights.pt")
-        save_calibrated_weights(weights)
         for v in variants:
             out = os.path.join(tmp, f"{v}.npz")
             cmd = [sys.executable, __file__, "--worker", v, "--out", out, "--threads", str(args.threads),

@@ -261,27 +261,35 @@ def phase_shares(step: dict) -> dict[str, float]:
     return {name: value / step["total"] for name, value in seconds.items()}
 
 
+def class_contrast(logits):
+    """``logits`` (B, C, *S) less their mean over the classes and less each class's mean over the pixels."""
+    centred = logits - logits.mean(dim=1, keepdim=True)
+    return centred - centred.mean(dim=[0, *range(2, logits.dim())], keepdim=True)
+
+
 def calibrate_output(model, out_conv, batch, spread: float = 2.0, rounds: int = 50) -> list[float]:
     """Rescale and shift ``out_conv``, the output convolution of ``model`` (eval mode; ``model(batch)[0]`` are
     the logits), so that the logits on ``batch`` look like a trained network's rather than a random init's,
     which predicts one class almost everywhere with nearly flat logits (an identical-label-map check would then
     be nearly vacuous, or all near-ties):
 
-    - weight and bias times ``spread / std(logits - their class mean)``: the class contrast gets std ``spread``;
+    - weight and bias times ``spread / std(contrast)``, the contrast being the logits less their mean over the
+      classes and less each class's own mean over the pixels (a constant per class, which the bias shift
+      below sets anyway): the class contrast gets std ``spread``;
     - then ``b_c -= log(C * mean_p_c)``, ``rounds`` times on the rescaled logits of the one forward (the
-      bias adds to them), so that every class has about the same mean softmax probability.
+      bias adds to them, the contrast stays), so that every class has about the same mean probability.
 
-    Returns the classes' final mean probabilities."""
+    ``batch``: (B, C_in, *S), 2D or 3D. Returns the classes' final mean probabilities."""
     import torch
 
     with torch.no_grad():
         logits = model(batch)[0].double()
-        scale = spread / (logits - logits.mean(dim=1, keepdim=True)).std().item()
+        view, pixels = (1, -1) + (1,) * (logits.dim() - 2), [0, *range(2, logits.dim())]
+        scale = spread / class_contrast(logits).std().item()
         out_conv.weight *= scale
         out_conv.bias *= scale
         logits *= scale
         shift = torch.zeros(logits.shape[1], dtype=torch.float64)
-        view, pixels = (1, -1) + (1,) * (logits.dim() - 2), [0, *range(2, logits.dim())]
 
         def class_means() -> torch.Tensor:
             return torch.softmax(logits + shift.view(view), dim=1).mean(dim=pixels)
@@ -302,7 +310,7 @@ def proc_status_kib(field: str) -> float | None:
 
 
 def peak_gb() -> float:
-    """This process's own peak resident memory so far in GB: ``VmHWM`` (Linux), else ``ru_maxrss`` (KiB).
+    """This process's own peak resident memory so far in GB: ``VmHWM`` (Linux), else ``ru_maxrss`` (as KiB).
 
     Not ``ru_maxrss`` on Linux: the kernel carries the spawning process's peak over the exec of a subprocess,
     so a worker started by a driver holding 0.9 GB would report at least 0.9 GB; ``VmHWM`` belongs to the
