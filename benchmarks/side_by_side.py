@@ -136,8 +136,8 @@ for _path in (ROOT, ROOT / "benchmarks", ROOT / "tests", ROOT / "tests" / "golde
 from make_ssnet_steps import (_FakeDataset, _Writer, importlib_missing, missing_module_stubs,  # noqa: E402
                               patched)
 from parity_common import blobs, cuda_noop, purge_reference_modules  # noqa: E402
-from step_time import (CONFIGS, calibrate_output, config_run, peak_gb, setup_step, synthetic_batch,  # noqa: E402
-                       timed_steps)
+from step_time import (CONFIGS, calibrate_output, centre_window, config_run, peak_gb, setup_step,  # noqa: E402
+                       synthetic_batch, timed_steps)
 
 SIDES = ("official", "ours")
 SEED = 1337  # official network init (as the scripts' default --seed) and the inference inputs
@@ -475,9 +475,8 @@ def acdc_margins(network, volume: np.ndarray, size) -> np.ndarray:
     _, h, w = volume.shape
     out = np.zeros(volume.shape, dtype=np.float32)
     with torch.inference_mode():
-        for i, image in enumerate(volume):
-            zoomed = scipy.ndimage.zoom(image, (size[0] / h, size[1] / w), order=0)
-            logits = network(torch.from_numpy(zoomed.astype(np.float32))[None, None])[0]
+        for i, zoomed in enumerate(zoomed_slices(volume, size)):
+            logits = network(zoomed[None])[0]
             top = torch.softmax(logits, dim=1).topk(2, dim=1).values[0]
             out[i] = scipy.ndimage.zoom((top[0] - top[1]).numpy(), (h / size[0], w / size[1]), order=0)
     return out
@@ -555,17 +554,19 @@ def prepare_inference(workdir: Path, code_dir: Path, sizes: list[str]) -> None:
 
 
 def calibration_batch(image: np.ndarray, dataset: str, patch: tuple) -> "torch.Tensor":
-    """What the network sees of the volume: LA its centre patch (1, 1, *patch); ACDC every slice zoomed to the
-    patch as ``val_2d`` zooms it (order 0), (D, 1, *patch)."""
+    """What the network sees of the volume: LA its centre window (1, 1, *patch); ACDC every slice zoomed to the
+    patch as ``val_2d`` zooms it, (D, 1, *patch)."""
+    return centre_window(image, patch)[None, None] if dataset == "LA" else zoomed_slices(image, patch)
+
+
+def zoomed_slices(volume: np.ndarray, patch: tuple) -> "torch.Tensor":
+    """The slices of ``volume`` (D, H, W) zoomed to ``patch`` (order 0, as ``val_2d.test_single_volume``), as a
+    float32 (D, 1, *patch) tensor."""
     import scipy.ndimage
     import torch
 
-    if dataset == "LA":
-        start = [(n - p) // 2 for n, p in zip(image.shape, patch)]
-        centre = image[tuple(slice(s, s + p) for s, p in zip(start, patch))]
-        return torch.from_numpy(np.ascontiguousarray(centre))[None, None]
-    _, h, w = image.shape
-    zoomed = [scipy.ndimage.zoom(s, (patch[0] / h, patch[1] / w), order=0) for s in image]
+    _, h, w = volume.shape
+    zoomed = [scipy.ndimage.zoom(image, (patch[0] / h, patch[1] / w), order=0) for image in volume]
     return torch.from_numpy(np.stack(zoomed).astype(np.float32))[:, None]
 
 

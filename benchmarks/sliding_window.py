@@ -37,7 +37,8 @@ for _path in (ROOT, ROOT / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from step_time import calibrate_output, peak_gb, proc_status_kib  # noqa: E402  (benchmarks/ is not a package)
+from step_time import (calibrate_output, centre_window, peak_gb,  # noqa: E402  (benchmarks/ is not a package)
+                       proc_status_kib)
 
 SHAPE = (175, 132, 88)
 PATCH = (112, 112, 80)
@@ -72,9 +73,8 @@ def save_calibrated_weights(path: str) -> None:
     no worker's peak memory includes the calibration's forward."""
     import torch
 
-    model, image = benchmark_network(), benchmark_volume()
-    centre = image[tuple(slice((n - p) // 2, (n - p) // 2 + p) for n, p in zip(SHAPE, PATCH))]
-    calibrate_output(model, model.out_conv, torch.from_numpy(np.ascontiguousarray(centre))[None, None])
+    model = benchmark_network()
+    calibrate_output(model, model.out_conv, centre_window(benchmark_volume(), PATCH)[None, None])
     torch.save(model.state_dict(), path)
 
 

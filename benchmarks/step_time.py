@@ -261,6 +261,16 @@ def phase_shares(step: dict) -> dict[str, float]:
     return {name: value / step["total"] for name, value in seconds.items()}
 
 
+def centre_window(image: np.ndarray, patch) -> "torch.Tensor":
+    """The ``patch``-sized window at the centre of ``image`` (same dimensions), as a contiguous tensor."""
+    import numpy as np
+    import torch
+
+    start = [(n - p) // 2 for n, p in zip(image.shape, patch)]
+    window = image[tuple(slice(s, s + p) for s, p in zip(start, patch))]
+    return torch.from_numpy(np.ascontiguousarray(window))
+
+
 def class_contrast(logits):
     """``logits`` (B, C, *S) less their mean over the classes and less each class's mean over the pixels."""
     centred = logits - logits.mean(dim=1, keepdim=True)
