@@ -8,6 +8,7 @@ from medpy.metric import binary as mb
 
 from ssnet.evaluation.metrics import (
     binary_metrics,
+    bounding_box,
     case_metrics_multiclass,
     count_empty_predictions,
     mean_metrics,
@@ -15,6 +16,7 @@ from ssnet.evaluation.metrics import (
     reference_metric_percase,
     reference_val_2d_metrics,
     reference_val_2d_percase,
+    surface_distances,
 )
 
 REL = 1e-9
@@ -55,6 +57,61 @@ def test_metrics_match_medpy(metric_pairs):
             [ms["dice"], ms["hd95"], ms["asd"]],
             [mb.dc(pred, gt), mb.hd95(pred, gt, voxelspacing=spacing), mb.asd(pred, gt, voxelspacing=spacing)],
         )
+
+
+def _random_masks(rng, shape, frame):
+    """Two smoothed-noise masks of ``shape`` (touching its borders), placed at a random offset in a zero
+    array of ``frame`` (a larger image: the metrics crop to the masks' bounding box)."""
+    from scipy import ndimage
+
+    masks = []
+    offset = tuple(int(rng.integers(0, f - s + 1)) for s, f in zip(shape, frame))
+    for _ in range(2):
+        mask = np.zeros(frame, dtype=bool)
+        region = tuple(slice(o, o + s) for o, s in zip(offset, shape))
+        field = ndimage.gaussian_filter(rng.standard_normal(shape), rng.uniform(0.5, 3))
+        mask[region] = field > rng.uniform(0, 0.8) * field.std()
+        masks.append(mask)
+    return masks
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_surface_metrics_equal_medpy_on_random_masks(ndim):
+    """hd95 and asd from the cropped, once-computed surface distances are medpy's values exactly (voxel
+    units and anisotropic spacing), for masks filling the image or a small part of it."""
+    rng = np.random.default_rng(ndim)
+    checked = 0
+    for _ in range(40):
+        shape = tuple(int(s) for s in rng.integers(3, 20, ndim))
+        frame = shape if rng.random() < 0.3 else tuple(s + int(rng.integers(0, 15)) for s in shape)
+        pred, gt = _random_masks(rng, shape, frame)
+        if not pred.any() or not gt.any():
+            continue
+        for spacing in (None, tuple(rng.uniform(0.3, 3.0, ndim))):
+            m = binary_metrics(pred, gt, spacing)
+            assert m["hd95"] == mb.hd95(pred, gt, voxelspacing=spacing), (shape, frame, spacing)
+            assert m["asd"] == mb.asd(pred, gt, voxelspacing=spacing), (shape, frame, spacing)
+            checked += 1
+    assert checked >= 70
+
+
+def test_surface_distances_both_directions():
+    """Hand-computed: a 3x3 square against one pixel at its centre (2D, voxel units)."""
+    square = np.zeros((9, 9), dtype=bool)
+    square[2:5, 3:6] = True
+    centre = np.zeros_like(square)
+    centre[3, 4] = True
+    to_centre, to_square = surface_distances(square, centre)
+    # the square's border is its 8 outer pixels (the centre erodes away): 4 at distance 1, 4 at sqrt(2)
+    assert sorted(to_centre) == pytest.approx([1, 1, 1, 1, math.sqrt(2)] + [math.sqrt(2)] * 3)
+    assert list(to_square) == [1.0]  # the lone pixel is its own border; nearest square border pixel: 1 away
+
+
+def test_bounding_box():
+    mask = np.zeros((5, 6, 7), dtype=bool)
+    mask[1, 2, 3] = mask[3, 5, 0] = True
+    assert bounding_box(mask) == (slice(1, 4), slice(2, 6), slice(0, 4))
+    assert bounding_box(np.ones((2, 3), dtype=bool)) == (slice(0, 2), slice(0, 3))
 
 
 def test_asd_is_one_directional():
