@@ -271,10 +271,15 @@ def centre_window(image: np.ndarray, patch) -> "torch.Tensor":
     return torch.from_numpy(np.ascontiguousarray(window))
 
 
+def pixel_dims(tensor) -> list[int]:
+    """The batch and spatial dimensions of a (B, C, *S) tensor: all but the class dimension 1."""
+    return [0, *range(2, tensor.dim())]
+
+
 def class_contrast(logits):
     """``logits`` (B, C, *S) less their mean over the classes and less each class's mean over the pixels."""
     centred = logits - logits.mean(dim=1, keepdim=True)
-    return centred - centred.mean(dim=[0, *range(2, logits.dim())], keepdim=True)
+    return centred - centred.mean(dim=pixel_dims(logits), keepdim=True)
 
 
 def calibrate_output(model, out_conv, batch, spread: float = 2.0, rounds: int = 50) -> list[float]:
@@ -294,7 +299,7 @@ def calibrate_output(model, out_conv, batch, spread: float = 2.0, rounds: int = 
 
     with torch.no_grad():
         logits = model(batch)[0].double()
-        view, pixels = (1, -1) + (1,) * (logits.dim() - 2), [0, *range(2, logits.dim())]
+        view, pixels = (1, -1) + (1,) * (logits.dim() - 2), pixel_dims(logits)
         scale = spread / class_contrast(logits).std().item()
         out_conv.weight *= scale
         out_conv.bias *= scale
@@ -320,14 +325,15 @@ def proc_status_kib(field: str) -> float | None:
 
 
 def peak_gb() -> float:
-    """This process's own peak resident memory so far in GB: ``VmHWM`` (Linux), else ``ru_maxrss`` (as KiB).
+    """This process's own peak resident memory so far in GB: ``VmHWM`` (Linux), else ``ru_maxrss`` (KiB; bytes
+    on macOS).
 
     Not ``ru_maxrss`` on Linux: the kernel carries the spawning process's peak over the exec of a subprocess,
     so a worker started by a driver holding 0.9 GB would report at least 0.9 GB; ``VmHWM`` belongs to the
     worker's own address space."""
     kib = proc_status_kib("VmHWM")
     if kib is None:
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
     return kib * 1024 / 1e9
 
 
