@@ -72,7 +72,8 @@ the near-ties and the official prediction's class counts.
 - ACDC: official ``utils/val_2d.test_single_volume`` (zoom each slice to the patch, predict, zoom back, then
   medpy Dice + HD95 per class); ours ``predict_case`` (``predict_volume_2d``, the config's ``batch_size``,
   no largest component as configured) then ``reference_val_2d_metrics`` (the same values; it goes through
-  ``binary_metrics``, which also computes Jaccard and ASD and drops them: more metric work). Two rows: the
+  ``binary_metrics``: the same two surface-distance passes per class, on the masks' bounding box, plus Jaccard
+  and ASD from them, which it drops). Two rows: the
   prediction alone (official: the call minus the time spent in its ``calculate_metric_percase``, timed by a
   wrapper that also records the class masks it is given, from which the label map is rebuilt) and
   prediction + metrics. Volume 10 x 216 x 256; patch 128x128 (``acdc-small``) or 256x256 (``acdc-paper``).

@@ -10,7 +10,10 @@ the allocator the process was started with) for one configuration, then prints:
   float32 matrix product's rate (4096 x 4096, same threads): how close the convolutions already run to what
   the cores can do;
 - the convolution (forward + backward) and dropout-noise (``aten::bernoulli_``, a serial kernel) shares of
-  the step (operator self times: elapsed on the calling thread, whose worker threads run inside them).
+  the step (operator self times: elapsed on the calling thread, whose worker threads run inside them);
+- what bounds the memory-bound rest: the elements entering the network's BatchNorm and dropout layers in one
+  iteration (forward hooks; every forward of the step) and the rate of a plain copy with the same threads
+  (read + write bytes per second, at 25 and 100 MB).
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \\
         .venv/bin/python benchmarks/step_profile.py --config acdc-small [--threads 2] [--warmup 2] [--rows 25]
@@ -48,6 +51,39 @@ def count_convolution_flop(module) -> list[float]:
     return total
 
 
+def count_layer_inputs(module) -> dict[str, list[float]]:
+    """Forward hooks on the BatchNorm (2d / 3d) and dropout layers under ``module`` adding each call's input
+    elements to the returned ``{"batchnorm": [n], "dropout": [n]}`` (dropout only where it is active)."""
+    from torch import nn
+
+    counts = {"batchnorm": [0.0], "dropout": [0.0]}
+
+    def hook(kind):
+        def add(layer, inputs, output):
+            if kind == "batchnorm" or (layer.training and layer.p > 0):
+                counts[kind][0] += inputs[0].numel()
+        return add
+
+    for m in module.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            m.register_forward_hook(hook("batchnorm"))
+        elif isinstance(m, nn.modules.dropout._DropoutNd):
+            m.register_forward_hook(hook("dropout"))
+    return counts
+
+
+def copy_gbps(threads: int, megabytes: int, repeats: int = 20) -> float:
+    """Best rate of a float32 tensor copy of ``megabytes`` (read + write bytes per second, GB/s)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    source = torch.randn(megabytes * 2**20 // 4)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    best = min(_seconds(lambda: target.copy_(source)) for _ in range(repeats))
+    return 2 * source.numel() * 4 / best / 1e9
+
+
 def matmul_gflops(threads: int, n: int = 4096, repeats: int = 5) -> float:
     """Best rate of an n x n float32 matrix product (2 n^3 FLOP) over ``repeats``."""
     import torch
@@ -80,6 +116,7 @@ def main() -> None:
     _, method, batch = step_time.setup_variant(args.config, "ssnet", args.threads, "tuned")
     plain, _ = step_time.timed_steps(method, batch, args.warmup, 2, 100, 30000)
     flop = count_convolution_flop(method)
+    layer_inputs = count_layer_inputs(method.network)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         profiled, _ = step_time.timed_steps(method, batch, 0, 1, 200, 30000)
     events = prof.key_averages()
@@ -100,6 +137,9 @@ def main() -> None:
               f"{matmul_gflops(args.threads):.0f} GFLOP/s")
     print(f"of {total:.2f} s of operator time: convolutions (forward + backward) {convolutions:.2f} s, "
           f"dropout noise {masks:.2f} s, the rest {total - convolutions - masks:.2f} s")
+    print(f"inputs in the iteration's forwards: BatchNorm {layer_inputs['batchnorm'][0] / 1e6:.1f}M elements, "
+          f"active dropout {layer_inputs['dropout'][0] / 1e6:.1f}M; copy: "
+          f"{copy_gbps(args.threads, 25):.0f} GB/s at 25 MB, {copy_gbps(args.threads, 100):.0f} GB/s at 100 MB")
 
 
 if __name__ == "__main__":

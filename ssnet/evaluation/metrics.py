@@ -38,6 +38,7 @@ from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binar
 __all__ = [
     "METRIC_NAMES",
     "binary_metrics",
+    "bounding_box",
     "case_metrics_multiclass",
     "count_empty_predictions",
     "mean_metrics",
@@ -85,12 +86,15 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | 
 def surface_distances(pred: np.ndarray, gt: np.ndarray,
                       spacing: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(distances from every border voxel of ``pred`` to ``gt``'s border, and from ``gt``'s to ``pred``'s):
-    medpy's ``__surface_distances(pred, gt)`` and ``(gt, pred)`` for two non-empty boolean masks.
+    medpy's ``__surface_distances(pred, gt)`` and ``(gt, pred)`` for two non-empty masks (read as ``!= 0``).
 
     Computed on the masks' joint bounding box: the erosion treats voxels beyond the array as background
     (scipy's ``border_value`` 0), which the voxels beyond the box are in both masks, and every border voxel
     the distances reach lies in the box.
     """
+    pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
+    if not pred.any() or not gt.any():
+        raise ValueError("surface distances need two non-empty masks")
     box = bounding_box(pred | gt)
     pred, gt = pred[box], gt[box]
     footprint = generate_binary_structure(pred.ndim, 1)
@@ -102,7 +106,9 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray,
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Slices of the smallest box holding every True voxel of the non-empty ``mask``."""
+    """Slices of the smallest box holding every True voxel of ``mask``; ValueError if it has none."""
+    if not mask.any():
+        raise ValueError("an empty mask has no bounding box")
     box = []
     for axis in range(mask.ndim):
         hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
