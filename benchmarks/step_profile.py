@@ -17,6 +17,11 @@ the allocator the process was started with) for one configuration, then prints:
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \\
         .venv/bin/python benchmarks/step_profile.py --config acdc-small [--threads 2] [--warmup 2] [--rows 25]
+        [--amp]
+
+``--amp`` runs the iterations under autocast, bfloat16 on the CPU (``step_time.timed_steps(amp=True)``): other
+numerics than the protocol's float32, which the engine keeps on the CPU (its ``amp`` acts on CUDA only); a
+measure of what the cores' bfloat16 units would give, not a setting of the pipeline.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--amp", action="store_true", help="iterations under autocast (bfloat16 on the CPU)")
     args = parser.parse_args()
 
     from torch.profiler import ProfilerActivity, profile
@@ -114,13 +120,14 @@ def main() -> None:
     from ssnet.allocator import describe_allocator
 
     _, method, batch = step_time.setup_variant(args.config, "ssnet", args.threads, "tuned")
-    plain, _ = step_time.timed_steps(method, batch, args.warmup, 2, 100, 30000)
+    plain, _ = step_time.timed_steps(method, batch, args.warmup, 2, 100, 30000, amp=args.amp)
     flop = count_convolution_flop(method)
     layer_inputs = count_layer_inputs(method.network)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        profiled, _ = step_time.timed_steps(method, batch, 0, 1, 200, 30000)
+        profiled, _ = step_time.timed_steps(method, batch, 0, 1, 200, 30000, amp=args.amp)
     events = prof.key_averages()
-    print(f"{args.config}, {args.threads} threads, malloc {describe_allocator()}")
+    print(f"{args.config}, {args.threads} threads, malloc {describe_allocator()}"
+          + (", autocast (bfloat16 on the CPU)" if args.amp else ""))
     unprofiled = ", ".join(f"{step['total']:.2f}" for step in plain)
     print(f"iteration: {unprofiled} s unprofiled; "
           f"{profiled[0]['total']:.2f} s profiled")
