@@ -11,9 +11,9 @@ the allocator the process was started with) for one configuration, then prints:
   the cores can do;
 - the convolution (forward + backward) and dropout-noise (``aten::bernoulli_``, a serial kernel) shares of
   the step (operator self times: elapsed on the calling thread, whose worker threads run inside them);
-- what bounds the memory-bound rest: the elements entering the network's BatchNorm and dropout layers in one
-  iteration (forward hooks; every forward of the step) and the rate of a plain copy with the same threads
-  (read + write bytes per second, at 25 and 100 MB).
+- what bounds the memory-bound rest: the elements entering the BatchNorm layers (the network's and the SS-Net
+  heads') and the active dropout layers in one iteration (forward hooks; every forward of the step) and the
+  best rate of a plain copy with the same threads (read + write bytes per second, at 25 and 100 MB).
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \\
         .venv/bin/python benchmarks/step_profile.py --config acdc-small [--threads 2] [--warmup 2] [--rows 25]
@@ -57,8 +57,9 @@ def count_convolution_flop(module) -> list[float]:
 
 
 def count_layer_inputs(module) -> dict[str, list[float]]:
-    """Forward hooks on the BatchNorm (2d / 3d) and dropout layers under ``module`` adding each call's input
-    elements to the returned ``{"batchnorm": [n], "dropout": [n]}`` (dropout only where it is active)."""
+    """Forward hooks on the BatchNorm (1d / 2d / 3d: the network's and the SS-Net heads') and dropout layers
+    under ``module`` adding each call's input elements to the returned ``{"batchnorm": [n], "dropout": [n]}``
+    (dropout only where it is active)."""
     from torch import nn
 
     counts = {"batchnorm": [0.0], "dropout": [0.0]}
@@ -70,7 +71,7 @@ def count_layer_inputs(module) -> dict[str, list[float]]:
         return add
 
     for m in module.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.register_forward_hook(hook("batchnorm"))
         elif isinstance(m, nn.modules.dropout._DropoutNd):
             m.register_forward_hook(hook("dropout"))
@@ -122,7 +123,7 @@ def main() -> None:
     _, method, batch = step_time.setup_variant(args.config, "ssnet", args.threads, "tuned")
     plain, _ = step_time.timed_steps(method, batch, args.warmup, 2, 100, 30000, amp=args.amp)
     flop = count_convolution_flop(method)
-    layer_inputs = count_layer_inputs(method.network)
+    layer_inputs = count_layer_inputs(method)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         profiled, _ = step_time.timed_steps(method, batch, 0, 1, 200, 30000, amp=args.amp)
     events = prof.key_averages()
