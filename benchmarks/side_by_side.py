@@ -561,14 +561,13 @@ def calibration_batch(image: np.ndarray, dataset: str, patch: tuple) -> "torch.T
 
 
 def zoomed_slices(volume: np.ndarray, patch: tuple) -> "torch.Tensor":
-    """The slices of ``volume`` (D, H, W) zoomed to ``patch`` (order 0, as ``val_2d.test_single_volume``), as a
-    float32 (D, 1, *patch) tensor."""
-    import scipy.ndimage
+    """The slices of ``volume`` (D, H, W) zoomed to ``patch`` as ``val_2d.test_single_volume`` (and our
+    ``predict_volume_2d``, through ``zoom_slices``) zoom them, as a float32 (D, 1, *patch) tensor."""
     import torch
 
-    _, h, w = volume.shape
-    zoomed = [scipy.ndimage.zoom(image, (patch[0] / h, patch[1] / w), order=0) for image in volume]
-    return torch.from_numpy(np.stack(zoomed).astype(np.float32))[:, None]
+    from ssnet.evaluation.inference import zoom_slices
+
+    return torch.from_numpy(zoom_slices(volume, patch).astype(np.float32))[:, None]
 
 
 def compare(workdir: Path, size: str) -> dict:

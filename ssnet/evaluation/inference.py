@@ -36,6 +36,7 @@ __all__ = [
     "sliding_window_predict_loop",
     "window_grid",
     "window_starts",
+    "zoom_slices",
 ]
 
 
@@ -243,6 +244,13 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+def zoom_slices(slices: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Each (H, W) slice of ``slices`` (N, H, W) zoomed to ``size`` with order 0, as the reference
+    ``test_single_volume`` feeds its network: (N, *size), the input's dtype."""
+    h, w = slices.shape[1:]
+    return np.stack([scipy.ndimage.zoom(image, (size[0] / h, size[1] / w), order=0) for image in slices])
+
+
 def predict_volume_2d(
     model: torch.nn.Module,
     volume: np.ndarray,
@@ -265,13 +273,13 @@ def predict_volume_2d(
     prediction = np.zeros(volume.shape, dtype=np.uint8)
     if n_slices == 0:
         return prediction
-    zoom_in, zoom_out = (th / h, tw / w), (h / th, w / tw)
+    zoom_out = (h / th, w / tw)
     dev = _resolve_device(model, device)
     layout = _input_layout(model)
     with module_mode(model, False), torch.inference_mode():
         for first in range(0, n_slices, batch_size):
             idx = range(first, min(first + batch_size, n_slices))
-            slices = np.stack([scipy.ndimage.zoom(volume[i], zoom_in, order=0) for i in idx])
+            slices = zoom_slices(volume[idx.start:idx.stop], (th, tw))
             batch = torch.from_numpy(slices.astype(np.float32, copy=False)).unsqueeze(1).to(dev)
             batch = batch.contiguous(memory_format=layout)
             logits = _logits(model(batch))

@@ -92,7 +92,7 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray,
     (scipy's ``border_value`` 0), which the voxels beyond the box are in both masks, and every border voxel
     the distances reach lies in the box.
     """
-    pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)  # no copy of boolean masks
     if not pred.any() or not gt.any():
         raise ValueError("surface distances need two non-empty masks")
     box = bounding_box(pred | gt)
